@@ -1,0 +1,21 @@
+import type { OperatorFunction } from 'rxjs';
+import type { Forward, PortDelta } from '../model.js';
+
+/**
+ * What a sink tells about its work, for logs, the table, tests and benchmarks.
+ * - `wrote`: one write to the host end succeeded, carrying these changes.
+ * - `failed`: a write failed; the sink retries after `retryInMs` and then re-sends its whole state.
+ * - `withdrawn`: after its input completed, the sink removed everything it had published.
+ */
+export type SinkReport =
+  | { readonly sink: string; readonly type: 'wrote'; readonly added: readonly Forward[]; readonly removed: readonly Forward[] }
+  | { readonly sink: string; readonly type: 'failed'; readonly error: string; readonly retryInMs: number }
+  | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number };
+
+/**
+ * A sink makes the host agree with the merged deltas it is given. Sinks are state-based: each
+ * keeps the full desired set, so after any failure it re-sends everything rather than hoping no
+ * delta was lost. When its input completes (the agent is shutting down) a sink withdraws all it
+ * published, reports `withdrawn`, and completes.
+ */
+export type Sink = OperatorFunction<PortDelta, SinkReport>;

@@ -1,0 +1,144 @@
+import {
+  catchError,
+  concatMap,
+  concatWith,
+  defer,
+  EMPTY,
+  map,
+  Observable,
+  of,
+  throwError,
+  type SchedulerLike,
+} from 'rxjs';
+import { moduleLogger, type Logger } from '../src/log.js';
+import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
+import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed } from './dockerPorts.js';
+
+/** The slice of a Docker event that portstream reads. */
+export interface DockerEvent {
+  readonly Type?: string;
+  readonly Action?: string;
+  readonly Actor?: { readonly ID?: string };
+  readonly id?: string;
+  readonly timeNano?: number;
+}
+
+export interface DockerContainerSummary {
+  readonly Id: string;
+  readonly Ports?: readonly ListPort[] | null;
+}
+
+export interface DockerContainerInspect {
+  readonly Id: string;
+  readonly State?: { readonly Running?: boolean };
+  readonly NetworkSettings?: { readonly Ports?: InspectPorts | null };
+}
+
+/** Emitted by `events()` once the event stream is open, before any event. */
+export const EVENTS_OPEN = Symbol('docker events open');
+
+/**
+ * What the docker stream needs of an engine. `events()` must emit EVENTS_OPEN once subscribed
+ * for real, then each event, and error or complete when the connection ends. `dockerodeClient`
+ * is the real one; tests script their own.
+ */
+export interface DockerClient {
+  events(): Observable<typeof EVENTS_OPEN | DockerEvent>;
+  listContainers(): Observable<readonly DockerContainerSummary[]>;
+  inspect(id: string): Observable<DockerContainerInspect>;
+}
+
+export interface DockerStreamOptions {
+  readonly log?: Logger;
+  readonly backoff?: BackoffOptions;
+  readonly scheduler?: SchedulerLike;
+}
+
+const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
+
+/**
+ * The Docker engine as a stream of source events. It opens the event stream before listing so
+ * that nothing between the two is missed (events that arrive during the list wait behind it),
+ * emits a snapshot from the list, then one event per container change. Any end of the
+ * connection is a reconnect with back-off, and every reconnect starts with a fresh snapshot, so
+ * containers that died meanwhile drop out.
+ *
+ *   engine:  --O--[list]--start(c1)--die(c1)--X   O = events open, X = dockerd gone
+ *   events:  ----------s-----u(c1)-----r(c1)-----(back-off)--s--...
+ */
+export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {}): Observable<SourceEvent> {
+  const log = opts.log ?? moduleLogger('docker');
+  let connected = false;
+  return defer(() =>
+    client.events().pipe(
+      concatWith(throwError(() => new Error('the event stream ended'))),
+      concatMap((event) => {
+        if (event === EVENTS_OPEN) {
+          if (!connected) log.info('connected to the Docker engine; listing containers');
+          connected = true;
+          return listAll(client, log);
+        }
+        return handle(client, event, log);
+      }),
+    ),
+  ).pipe(
+    reconnectWithBackoff({
+      ...opts.backoff,
+      ...(opts.scheduler && { scheduler: opts.scheduler }),
+      onRetry: (error, attempt, delayMs) => {
+        const what = connected ? 'lost the Docker engine' : 'cannot reach the Docker engine';
+        log.warn({ attempt, delayMs }, `${what} (${message(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
+        connected = false;
+      },
+    }),
+  );
+}
+
+function listAll(client: DockerClient, log: Logger): Observable<SourceEvent> {
+  return client.listContainers().pipe(
+    map((containers) =>
+      snapshot(containers.map((c) => [c.Id, report(log, c.Id, portsFromList(c.Id, c.Ports))] as const)),
+    ),
+  );
+}
+
+function handle(client: DockerClient, event: DockerEvent, log: Logger): Observable<SourceEvent> {
+  const id = event.Actor?.ID ?? event.id;
+  if (event.Type !== undefined && event.Type !== 'container') return EMPTY;
+  if (!id) {
+    log.warn({ event }, 'ignoring a Docker event without a container ID');
+    return EMPTY;
+  }
+  if (removals.has(event.Action ?? '')) return of(remove(id));
+  if (event.Action !== 'start') return EMPTY;
+  return client.inspect(id).pipe(
+    map((c) =>
+      c.State?.Running === false
+        ? remove(id) // it died again before we looked: its die event follows or already passed
+        : upsert(id, report(log, id, portsFromInspect(id, c.NetworkSettings?.Ports))),
+    ),
+    catchError((error: unknown) => {
+      if (statusCode(error) === 404) return of(remove(id));
+      // Not the container's fault: if the engine is going away the event stream ends too and
+      // the re-list repairs this; otherwise the container's ports are missing until its next event.
+      log.error({ container: id }, `cannot inspect container ${id.slice(0, 12)} after its start (${message(error)}); its ports are not forwarded`);
+      return EMPTY;
+    }),
+  );
+}
+
+function report(log: Logger, id: string, parsed: Parsed): readonly Forward[] {
+  for (const problem of parsed.problems) log.warn({ container: id }, `container ${id.slice(0, 12)}: ${problem}; skipping that port`);
+  return parsed.forwards;
+}
+
+function statusCode(error: unknown): number | undefined {
+  const code = (error as { statusCode?: unknown } | null)?.statusCode;
+  return typeof code === 'number' ? code : undefined;
+}
+
+export function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+

@@ -1,0 +1,56 @@
+import Docker from 'dockerode';
+import { createInterface } from 'node:readline';
+import { defer, from, Observable } from 'rxjs';
+import { moduleLogger, type Logger } from '../src/log.js';
+import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
+
+const eventFilters = { type: ['container' as const], event: ['start', 'die', 'stop', 'destroy'] };
+
+/**
+ * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
+ * `DOCKER_HOST`, else `/var/run/docker.sock`.
+ */
+export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = moduleLogger('docker')): DockerClient {
+  const docker = new Docker(options);
+  return {
+    events: () =>
+      new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
+        let stream: NodeJS.ReadableStream | undefined;
+        let closed = false;
+        docker.getEvents({ filters: eventFilters }).then(
+          (s) => {
+            stream = s;
+            if (closed) {
+              destroy(s);
+              return;
+            }
+            // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
+            s.on('error', (err: Error) => subscriber.error(err));
+            s.on('close', () => subscriber.complete());
+            subscriber.next(EVENTS_OPEN);
+            const lines = createInterface({ input: s, crlfDelay: Infinity });
+            lines.on('line', (line) => {
+              if (line.trim() === '') return;
+              try {
+                subscriber.next(JSON.parse(line) as DockerEvent);
+              } catch {
+                log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
+              }
+            });
+            lines.on('close', () => subscriber.complete());
+          },
+          (err: unknown) => subscriber.error(err),
+        );
+        return () => {
+          closed = true;
+          if (stream) destroy(stream);
+        };
+      }),
+    listContainers: () => defer(() => from(docker.listContainers() as Promise<DockerContainerSummary[]>)),
+    inspect: (id) => defer(() => from(docker.getContainer(id).inspect() as Promise<DockerContainerInspect>)),
+  };
+}
+
+function destroy(stream: NodeJS.ReadableStream): void {
+  (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+}

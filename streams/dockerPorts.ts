@@ -1,0 +1,87 @@
+import { isValidPort, type Forward, type Protocol } from '../src/model.js';
+
+/** Docker's `NetworkSettings.Ports`: `{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}], "53/udp": null}`. */
+export type InspectPorts = Readonly<Record<string, readonly { HostIp?: string; HostPort?: string }[] | null | undefined>>;
+
+/** One entry of `Ports` in Docker's container list. */
+export interface ListPort {
+  readonly IP?: string;
+  readonly PrivatePort?: number;
+  readonly PublicPort?: number;
+  readonly Type?: string;
+}
+
+export interface Parsed {
+  readonly forwards: Forward[];
+  /** One message per entry that could not be understood; the caller logs them. */
+  readonly problems: string[];
+}
+
+const protocols: ReadonlySet<string> = new Set(['tcp', 'udp']);
+
+/** Forwards from an inspect's `NetworkSettings.Ports`, expanding ranges (`8000-8002`). */
+export function portsFromInspect(owner: string, ports: InspectPorts | null | undefined): Parsed {
+  const forwards: Forward[] = [];
+  const problems: string[] = [];
+  for (const [spec, bindings] of Object.entries(ports ?? {})) {
+    if (!bindings) continue; // exposed, not published
+    const [portPart = '', proto = 'tcp'] = spec.split('/');
+    const containerPorts = parseRange(portPart);
+    if (!containerPorts || !protocols.has(proto)) {
+      problems.push(`unrecognised port spec ${JSON.stringify(spec)}`);
+      continue;
+    }
+    for (const binding of bindings) {
+      const hostPorts = parseRange(binding.HostPort ?? '');
+      if (!hostPorts) {
+        problems.push(`unrecognised host port ${JSON.stringify(binding.HostPort)} for ${spec}`);
+        continue;
+      }
+      hostPorts.forEach((hostPort, i) => {
+        forwards.push({
+          protocol: proto as Protocol,
+          hostIp: binding.HostIp || '0.0.0.0',
+          hostPort,
+          // a host range onto one container port maps all of it there
+          containerPort: containerPorts[Math.min(i, containerPorts.length - 1)] ?? hostPort,
+          source: 'docker',
+          owner,
+        });
+      });
+    }
+  }
+  return { forwards, problems };
+}
+
+/** Forwards from the container list's `Ports` (used for the start-up scan: no inspect per container). */
+export function portsFromList(owner: string, ports: readonly ListPort[] | null | undefined): Parsed {
+  const forwards: Forward[] = [];
+  const problems: string[] = [];
+  for (const p of ports ?? []) {
+    if (p.PublicPort === undefined || p.PublicPort === 0) continue; // exposed, not published
+    const proto = p.Type ?? 'tcp';
+    if (!isValidPort(p.PublicPort) || !protocols.has(proto)) {
+      problems.push(`unrecognised port ${JSON.stringify(p)}`);
+      continue;
+    }
+    forwards.push({
+      protocol: proto as Protocol,
+      hostIp: p.IP || '0.0.0.0',
+      hostPort: p.PublicPort,
+      ...(p.PrivatePort !== undefined && { containerPort: p.PrivatePort }),
+      source: 'docker',
+      owner,
+    });
+  }
+  return { forwards, problems };
+}
+
+/** `"80"` → [80]; `"8000-8002"` → [8000, 8001, 8002]; anything else → undefined. */
+export function parseRange(text: string): number[] | undefined {
+  const match = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(text.trim());
+  if (!match) return undefined;
+  const first = Number(match[1]);
+  const last = match[2] === undefined ? first : Number(match[2]);
+  if (!isValidPort(first) || !isValidPort(last) || last < first) return undefined;
+  return Array.from({ length: last - first + 1 }, (_, i) => first + i);
+}

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { defer, Observable, throwError, type SchedulerLike } from 'rxjs';
+import {
+  dockerEvents,
+  EVENTS_OPEN,
+  type DockerClient,
+  type DockerContainerInspect,
+  type DockerContainerSummary,
+  type DockerEvent,
+} from '../streams/docker.js';
+import { remove, snapshot, upsert, type SourceEvent } from '../src/model.js';
+import { fwd, marbles, recordingLogger } from './helpers.js';
+
+const backoff = { initialMs: 10, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 };
+type Ev = typeof EVENTS_OPEN | DockerEvent;
+const O = EVENTS_OPEN;
+const ev = (Action: string, id: string): DockerEvent => ({ Type: 'container', Action, Actor: { ID: id } });
+
+const web: DockerContainerSummary = { Id: 'c1', Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }] };
+const webInspect: DockerContainerInspect = {
+  Id: 'c2',
+  State: { Running: true },
+  NetworkSettings: {
+    Ports: {
+      '53/udp': [{ HostIp: '127.0.0.1', HostPort: '5353' }],
+      '80/tcp': [
+        { HostIp: '0.0.0.0', HostPort: '9090' },
+        { HostIp: '::', HostPort: '9090' },
+      ],
+      '443/tcp': null,
+    },
+  },
+};
+const c1Ports = [fwd(8080, { owner: 'c1', containerPort: 80 })];
+const c2Ports = [
+  fwd(5353, { owner: 'c2', protocol: 'udp', hostIp: '127.0.0.1', containerPort: 53 }),
+  fwd(9090, { owner: 'c2', containerPort: 80 }),
+  fwd(9090, { owner: 'c2', hostIp: '::', containerPort: 80 }),
+];
+
+/** A client whose every connection plays the next scripted events observable. */
+function scripted(
+  connections: Observable<Ev>[],
+  lists: Observable<readonly DockerContainerSummary[]>[],
+  inspect: (id: string) => Observable<DockerContainerInspect>,
+): DockerClient {
+  let c = 0;
+  let l = 0;
+  return {
+    events: () => defer(() => connections[Math.min(c++, connections.length - 1)]!),
+    listContainers: () => defer(() => lists[Math.min(l++, lists.length - 1)]!),
+    inspect,
+  };
+}
+
+const values = {
+  s: snapshot([['c1', c1Ports]]),
+  e: snapshot([]),
+  u: upsert('c2', c2Ports),
+  r: remove('c2'),
+  x: remove('c1'),
+};
+
+function run(client: DockerClient, scheduler: SchedulerLike): Observable<SourceEvent> {
+  return dockerEvents(client, { backoff, scheduler, log: recordingLogger().log });
+}
+
+test('docker: opens events first, snapshots the list, then follows start and die', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const client = scripted(
+    [cold<Ev>('O-a--b', { O, a: ev('start', 'c2'), b: ev('die', 'c2') })],
+    [cold('---l|', { l: [web] })],
+    () => cold('-i|', { i: webInspect }),
+  );
+  // the start event arrives while the list is in flight: it waits behind the snapshot
+  expectObservable(run(client, scheduler), '^ 10ms !').toBe('---s-ur', values);
+}));
+
+test('docker: stop and destroy remove without inspecting; other event types are ignored', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  let inspected = 0;
+  const client = scripted(
+    [cold<Ev>('O-abc', { O, a: ev('stop', 'c1'), b: { Type: 'image', Action: 'start', Actor: { ID: 'i' } }, c: ev('destroy', 'c1') })],
+    [cold('l|', { l: [web] })],
+    () => {
+      inspected++;
+      return cold('|');
+    },
+  );
+  expectObservable(run(client, scheduler), '^ 10ms !').toBe('s-x-x', values);
+  h.flush();
+  assert.equal(inspected, 0);
+}));
+
+test('docker: a dropped event stream reconnects with back-off and re-lists', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const client = scripted(
+    [cold<Ev>('O--#', { O }), cold<Ev>('O', { O })],
+    [cold('l|', { l: [web] }), cold('l|', { l: [] })],
+    () => cold('|'),
+  );
+  // dropped at 3, back-off 10 → reconnect at 13 and the fresh snapshot drops c1
+  expectObservable(run(client, scheduler), '^ 20ms !').toBe('s 12ms e', values);
+}));
+
+test('docker: an event stream that just ends is a reconnect too', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const client = scripted([cold<Ev>('O-|', { O }), cold<Ev>('O', { O })], [cold('l|', { l: [web] }), cold('l|', { l: [] })], () => cold('|'));
+  expectObservable(run(client, scheduler), '^ 20ms !').toBe('s 11ms e', values);
+}));
+
+test('docker: an error while listing backs off and tries the whole connection again', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const client = scripted(
+    [cold<Ev>('O', { O }), cold<Ev>('O', { O })],
+    [cold('-#', undefined, new Error('500 from dockerd')), cold('l|', { l: [web] })],
+    () => cold('|'),
+  );
+  expectObservable(run(client, scheduler), '^ 20ms !').toBe('- 10ms s', values);
+}));
+
+test('docker: a missing socket at start is waited for with growing back-off', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const enoent = Object.assign(new Error('connect ENOENT /var/run/docker.sock'), { code: 'ENOENT' });
+  const client = scripted(
+    [cold<Ev>('#', undefined, enoent), cold<Ev>('#', undefined, enoent), cold<Ev>('O', { O })],
+    [cold('l|', { l: [web] })],
+    () => cold('|'),
+  );
+  // fail at 0, wait 10; fail at 10, wait 20; connect at 30
+  expectObservable(run(client, scheduler), '^ 40ms !').toBe('30ms s', values);
+}));
+
+test('docker: an inspect that finds the container gone removes it; other inspect errors log one line', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const gone = Object.assign(new Error('no such container'), { statusCode: 404 });
+  const client = scripted(
+    [cold<Ev>('O-ab', { O, a: ev('start', 'c2'), b: ev('start', 'c3') })],
+    [cold('l|', { l: [] })],
+    (id) => (id === 'c2' ? throwError(() => gone) : throwError(() => new Error('socket hang up'))),
+  );
+  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 10ms !').toBe('e-r', values);
+  h.flush();
+  const errors = lines().filter((l) => l.level >= 50);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!.msg, /cannot inspect container c3.*socket hang up/);
+}));
+
+test('docker: a start whose container already stopped again is a removal', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const client = scripted(
+    [cold<Ev>('O-a', { O, a: ev('start', 'c2') })],
+    [cold('l|', { l: [] })],
+    () => cold('i|', { i: { ...webInspect, State: { Running: false } } }),
+  );
+  expectObservable(run(client, scheduler), '^ 10ms !').toBe('e-r', values);
+}));
+
+test('docker: a malformed port gets one log line and the container keeps its valid ports', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const odd: DockerContainerInspect = {
+    Id: 'c2',
+    State: { Running: true },
+    NetworkSettings: { Ports: { 'eighty/tcp': [{ HostIp: '0.0.0.0', HostPort: '1' }], '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '9090' }] } },
+  };
+  const client = scripted([cold<Ev>('O-a', { O, a: ev('start', 'c2') })], [cold('l|', { l: [] })], () => cold('i|', { i: odd }));
+  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 10ms !').toBe('e-u', {
+    e: values.e,
+    u: upsert('c2', [fwd(9090, { owner: 'c2', containerPort: 80 })]),
+  });
+  h.flush();
+  const warnings = lines().filter((l) => l.level === 40);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!.msg, /container c2: unrecognised port spec "eighty\/tcp"/);
+}));

@@ -14,7 +14,7 @@ import { fwd, marbles, recordingLogger } from './helpers.js';
 
 const backoff = { initialMs: 10, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 };
 type Ev = typeof EVENTS_OPEN | DockerEvent;
-const O = EVENTS_OPEN;
+const O: typeof EVENTS_OPEN = EVENTS_OPEN;
 const ev = (Action: string, id: string): DockerEvent => ({ Type: 'container', Action, Actor: { ID: id } });
 
 const web: DockerContainerSummary = { Id: 'c1', Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }] };

@@ -1,0 +1,59 @@
+import { EMPTY, merge, share, takeUntil, type Observable, type SchedulerLike } from 'rxjs';
+import { coalesceDeltas } from '../operators/coalesceDeltas.js';
+import { diffPortSets } from '../operators/diffPortSets.js';
+import { mergeDeltas } from '../operators/mergeDeltas.js';
+import { toPortSet } from '../operators/toPortSet.js';
+import type { PortDelta, SourceEvent } from './model.js';
+import type { Sink, SinkReport } from './sinks/sink.js';
+
+/** A sink and the names of the sources whose ports it publishes. */
+export interface Route {
+  readonly sink: Sink;
+  readonly sources: readonly string[];
+}
+
+export interface AgentPlan {
+  /** Each source's raw events, by name (`docker`, `iptables`, or a library user's own). */
+  readonly sources: Readonly<Record<string, Observable<SourceEvent>>>;
+  readonly routes: readonly Route[];
+  /** Window in which bursts are coalesced into one sink write; a lone change is never delayed. */
+  readonly coalesceMs?: number;
+  readonly scheduler?: SchedulerLike;
+}
+
+export const defaultCoalesceMs = 50;
+
+/**
+ * Wires sources to sinks: each source folds into its own port set and diffs, independently of
+ * the others (a reconnect re-lists one source only); each sink gets the ref-counted merge of its
+ * sources, coalesced. When `stop$` emits, the sources are cut off, every sink sees its input
+ * complete and withdraws what it published, and the returned stream completes.
+ *
+ *   docker   ─ toPortSet → diffPortSets ─┐
+ *   iptables ─ toPortSet → diffPortSets ─┴ mergeDeltas → coalesceDeltas → sink → reports
+ */
+export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observable<SinkReport> {
+  const deltas = new Map<string, Observable<PortDelta>>();
+  const deltasOf = (name: string): Observable<PortDelta> => {
+    let d = deltas.get(name);
+    if (!d) {
+      const events = plan.sources[name];
+      if (!events) throw new Error(`a route names the source "${name}", which the plan does not have`);
+      // One subscription per source however many sinks it feeds.
+      d = events.pipe(toPortSet(), diffPortSets(), share());
+      deltas.set(name, d);
+    }
+    return d;
+  };
+  const windowMs = plan.coalesceMs ?? defaultCoalesceMs;
+  const runs = plan.routes
+    .filter((route) => route.sources.length > 0)
+    .map((route) =>
+      mergeDeltas(...route.sources.map(deltasOf)).pipe(
+        takeUntil(stop$),
+        coalesceDeltas(windowMs, plan.scheduler),
+        route.sink,
+      ),
+    );
+  return runs.length > 0 ? merge(...runs) : EMPTY;
+}

@@ -20,8 +20,8 @@ function recordingSink(seen: PortDelta[], name = 'rec'): Sink {
           map((d) => ({ sink: name, type: 'wrote' as const, added: d.added, removed: d.removed })),
         )
         .subscribe({
-          next: (r) => subscriber.next(r),
-          error: (e: unknown) => subscriber.error(e),
+          next: (r) => { subscriber.next(r); },
+          error: (e: unknown) => { subscriber.error(e); },
           complete: () => {
             subscriber.next({ sink: name, type: 'withdrawn', count: 0 });
             subscriber.complete();

@@ -50,6 +50,8 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     .filter((route) => route.sources.length > 0)
     .map((route) =>
       mergeDeltas(...route.sources.map(deltasOf)).pipe(
+        // Deliberately before the sink: it must see its input complete to withdraw its forwards.
+        // eslint-disable-next-line rxjs-x/no-unsafe-takeuntil
         takeUntil(stop$),
         coalesceDeltas(windowMs, plan.scheduler),
         route.sink,

@@ -25,8 +25,8 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
               return;
             }
             // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
-            s.on('error', (err: Error) => subscriber.error(err));
-            s.on('close', () => subscriber.complete());
+            s.on('error', (err: Error) => { subscriber.error(err); });
+            s.on('close', () => { subscriber.complete(); });
             subscriber.next(EVENTS_OPEN);
             const lines = createInterface({ input: s, crlfDelay: Infinity });
             lines.on('line', (line) => {
@@ -37,9 +37,9 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
                 log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
               }
             });
-            lines.on('close', () => subscriber.complete());
+            lines.on('close', () => { subscriber.complete(); });
           },
-          (err: unknown) => subscriber.error(err),
+          (err: unknown) => { subscriber.error(err); },
         );
         return () => {
           closed = true;

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import { mergeDeltas, refCountClaims } from '../operators/mergeDeltas.js';
+import type { PortDelta } from '../src/model.js';
 import { fwd, marbles } from './helpers.js';
 
 const fromDocker = fwd(80, { source: 'docker' });
@@ -42,5 +43,5 @@ test('refCountClaims passes completion and errors through', marbles(({ cold, exp
   expectObservable(cold('a|', { a: { added: [fromDocker], removed: [] } }).pipe(refCountClaims())).toBe('a|', {
     a: { added: [fromDocker], removed: [] },
   });
-  expectObservable(cold('#').pipe(refCountClaims())).toBe('#');
+  expectObservable(cold<PortDelta>('#').pipe(refCountClaims())).toBe('#');
 }));

@@ -1,0 +1,191 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
+
+/**
+ * The agent's flags, exactly as contracts.md fixes them (names, kinds, defaults), so that the
+ * host side can start portstream with the command line it gives the Go guest agent.
+ */
+export const agentFlags = [
+  { name: 'docker', kind: 'bool', default: false, usage: 'watch the Docker engine (DOCKER_HOST, else /var/run/docker.sock)' },
+  { name: 'containerd', kind: 'bool', default: false, usage: 'watch containerd' },
+  { name: 'containerdSock', kind: 'string', default: '/run/k3s/containerd/containerd.sock', usage: "containerd's gRPC socket `path`" },
+  { name: 'iptables', kind: 'bool', default: true, usage: 'scan nat-table DNAT rules (CNI portmap chains)' },
+  { name: 'kubernetes', kind: 'bool', default: false, usage: 'watch Kubernetes Services' },
+  { name: 'kubeconfig', kind: 'string', default: '/etc/rancher/k3s/k3s.yaml', usage: 'kubeconfig `path`; waits for the file to appear' },
+  {
+    name: 'k8sServiceListenerAddr',
+    kind: 'string',
+    default: '0.0.0.0',
+    usage: 'host IP for Kubernetes Service ports: 0.0.0.0 or 127.0.0.1 only',
+  },
+  { name: 'privilegedService', kind: 'bool', default: false, usage: 'send PortMappings over the vtunnel' },
+  {
+    name: 'vtunnelAddr',
+    kind: 'string',
+    default: '127.0.0.1:3040',
+    usage: 'where the vtunnel peer listens: HOST:PORT ([::1]:PORT for IPv6), or vsock://CID:PORT (portstream extension: AF_VSOCK directly)',
+  },
+  { name: 'connectInterface', kind: 'string', default: 'eth0', usage: '`interface` whose addresses go in connectAddrs' },
+  { name: 'hostSwitchURL', kind: 'string', default: '', usage: 'when set, use the host-switch expose API at this http(s) `URL` as the sink' },
+  { name: 'tap-interface-ip', kind: 'string', default: '192.168.127.2', usage: 'the VM IPv4 address that host-switch forwards to' },
+  { name: 'adminInstall', kind: 'bool', default: false, usage: 'without it, host-side addresses are forced to 127.0.0.1 (host-switch)' },
+  { name: 'k8sAPIPort', kind: 'int', default: 6443, usage: 'Kubernetes API server port' },
+  { name: 'debug', kind: 'bool', default: false, usage: 'debug logging' },
+] as const;
+
+export type AgentFlagName = (typeof agentFlags)[number]['name'];
+
+/** Everything the agent is told on its command line, validated. */
+export interface AgentConfig {
+  readonly docker: boolean;
+  readonly containerd: boolean;
+  readonly containerdSock: string;
+  readonly iptables: boolean;
+  readonly kubernetes: boolean;
+  readonly kubeconfig: string;
+  readonly k8sServiceListenerAddr: '0.0.0.0' | '127.0.0.1';
+  readonly privilegedService: boolean;
+  /** `HOST:PORT` or `vsock://CID:PORT`; `parseVtunnelAddr` splits it. */
+  readonly vtunnelAddr: string;
+  readonly connectInterface: string;
+  /** Unset (also when given as the empty string, as in the Go agent): no host-switch sink. */
+  readonly hostSwitchURL: string | undefined;
+  readonly tapInterfaceIp: string;
+  readonly adminInstall: boolean;
+  readonly k8sAPIPort: number;
+  readonly debug: boolean;
+  /** Flag names (as on the command line, e.g. `tap-interface-ip`) that were given explicitly. */
+  readonly explicit: ReadonlySet<string>;
+  /** True only for an empty command line: then the agent auto-detects its backends. */
+  readonly autoDetect: boolean;
+}
+
+export type ConfigResult =
+  | { readonly ok: true; readonly config: AgentConfig }
+  | { readonly ok: false; readonly error: string; readonly help?: never }
+  | { readonly ok: false; readonly help: true; readonly error?: never };
+
+/** Where the vtunnel peer is: TCP as the Go agent, or AF_VSOCK directly (portstream extension). */
+export type VtunnelTarget =
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'vsock'; readonly cid: number; readonly port: number };
+
+/** The agent's usage text, Go style. */
+export function agentUsage(program = 'portstream'): string {
+  return usage(agentFlags, program);
+}
+
+/**
+ * Parse and validate the agent's command line (without the program name, and without a leading
+ * `host` subcommand, which the caller dispatches). Errors are one line naming the flag.
+ */
+export function parseConfig(argv: readonly string[]): ConfigResult {
+  const parsed = parseFlags(agentFlags, argv);
+  if (!parsed.ok) return parsed;
+  if (parsed.positional.length > 0) return { ok: false, error: positionalError(argv, parsed.positional) };
+
+  const v = parsed.values;
+  const error = validate(v);
+  if (error !== undefined) return { ok: false, error };
+
+  return {
+    ok: true,
+    config: {
+      docker: v.docker,
+      containerd: v.containerd,
+      containerdSock: v.containerdSock,
+      iptables: v.iptables,
+      kubernetes: v.kubernetes,
+      kubeconfig: v.kubeconfig,
+      k8sServiceListenerAddr: v.k8sServiceListenerAddr === '127.0.0.1' ? '127.0.0.1' : '0.0.0.0',
+      privilegedService: v.privilegedService,
+      vtunnelAddr: v.vtunnelAddr,
+      connectInterface: v.connectInterface,
+      hostSwitchURL: v.hostSwitchURL === '' ? undefined : v.hostSwitchURL,
+      tapInterfaceIp: v['tap-interface-ip'],
+      adminInstall: v.adminInstall,
+      k8sAPIPort: v.k8sAPIPort,
+      debug: v.debug,
+      explicit: parsed.explicit,
+      autoDetect: argv.length === 0,
+    },
+  };
+}
+
+/** The first invalid value, in table order, as one line naming the flag; undefined if all are valid. */
+function validate(v: FlagValues<typeof agentFlags>): string | undefined {
+  const invalid = (flag: AgentFlagName, value: string | number, why: string): string =>
+    `invalid value ${JSON.stringify(String(value))} for flag -${flag}: ${why}`;
+
+  if (v.k8sServiceListenerAddr !== '0.0.0.0' && v.k8sServiceListenerAddr !== '127.0.0.1') {
+    return invalid('k8sServiceListenerAddr', v.k8sServiceListenerAddr, 'must be 0.0.0.0 or 127.0.0.1');
+  }
+  const target = parseVtunnelAddr(v.vtunnelAddr);
+  if ('error' in target) return invalid('vtunnelAddr', v.vtunnelAddr, target.error);
+  if (v.hostSwitchURL !== '' && !isHttpUrl(v.hostSwitchURL)) {
+    return invalid('hostSwitchURL', v.hostSwitchURL, 'must be an http:// or https:// URL');
+  }
+  if (!isIPv4(v['tap-interface-ip'])) return invalid('tap-interface-ip', v['tap-interface-ip'], 'must be an IPv4 address');
+  if (!Number.isInteger(v.k8sAPIPort) || v.k8sAPIPort < 1 || v.k8sAPIPort > 65535) {
+    return invalid('k8sAPIPort', v.k8sAPIPort, 'must be a port number 1..65535');
+  }
+  return undefined;
+}
+
+const U32_MAX = 0xffffffff; // also VMADDR_CID_ANY / VMADDR_PORT_ANY, which cannot be dialled
+
+/**
+ * Split a vtunnel address: `HOST:PORT` (host a name, an IPv4 address or a bracketed IPv6
+ * address; port 1..65535), or `vsock://CID:PORT` (decimal; CID and port below 2^32-1), a
+ * portstream extension that lets the agent speak AF_VSOCK to the host itself.
+ */
+export function parseVtunnelAddr(addr: string): VtunnelTarget | { readonly error: string } {
+  const vsock = /^vsock:\/\/(\d+):(\d+)$/.exec(addr);
+  if (vsock) {
+    const cid = Number(vsock[1]);
+    const port = Number(vsock[2]);
+    if (cid >= U32_MAX) return { error: 'vsock CID must be below 4294967295' };
+    if (port < 1 || port >= U32_MAX) return { error: 'vsock port must be 1..4294967294' };
+    return { kind: 'vsock', cid, port };
+  }
+  if (addr.startsWith('vsock:')) return { error: 'must be vsock://CID:PORT' };
+
+  const hostPort = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d+)$/.exec(addr);
+  if (!hostPort) {
+    const bareIPv6 = !addr.includes('[') && addr.split(':').length > 2;
+    return { error: bareIPv6 ? 'an IPv6 host must be in brackets, as [::1]:3040' : 'must be HOST:PORT or vsock://CID:PORT' };
+  }
+  const [, v6, name] = hostPort;
+  const port = Number(hostPort[3]);
+  if (v6 !== undefined && !isIPv6(v6)) return { error: `${JSON.stringify(v6)} is not an IPv6 address` };
+  if (name !== undefined && !isHostName(name)) return { error: `${JSON.stringify(name)} is not a host name or IPv4 address` };
+  if (port < 1 || port > 65535) return { error: 'port must be 1..65535' };
+  return { kind: 'tcp', host: v6 ?? name ?? '', port };
+}
+
+/** An IPv4 address or a DNS name (letters, digits, `-`, `_`, dot-separated labels). */
+function isHostName(s: string): boolean {
+  return isIPv4(s) || /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(s);
+}
+
+function isHttpUrl(s: string): boolean {
+  if (!URL.canParse(s)) return false;
+  const u = new URL(s);
+  return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+}
+
+/**
+ * portstream takes only flags, so a leftover argument is an error. The common cause is Go's
+ * bool rule (`-iptables false` leaves `false` behind), so name the flag to fix in that case.
+ */
+function positionalError(argv: readonly string[], positional: readonly string[]): string {
+  const first = positional[0] ?? '';
+  const before = argv[argv.length - positional.length - 1];
+  const bool = /^--?([^=]+)$/.exec(before ?? '')?.[1];
+  if (bool !== undefined && agentFlags.some((d) => d.name === bool && d.kind === 'bool') && parseGoBool(first) !== undefined) {
+    return `unexpected argument ${JSON.stringify(first)}: a bool flag takes its value as -${bool}=${first}`;
+  }
+  if (first === 'host') return 'unexpected argument "host": the host subcommand must come before any flag';
+  return `unexpected argument ${JSON.stringify(first)}: portstream takes only flags`;
+}
+

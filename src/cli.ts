@@ -1,0 +1,122 @@
+import { existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { Subject, type Observable } from 'rxjs';
+import { createAgent, type Route } from './agent.js';
+import { agentUsage, parseConfig, type AgentConfig } from './config.js';
+import { moduleLogger, rootLogger } from './log.js';
+import type { SourceEvent } from './model.js';
+import type { Sink } from './sinks/sink.js';
+import { tableSink } from './sinks/table.js';
+import { vtunnelSink } from './sinks/vtunnel.js';
+import { connectAddrsOf } from './sinks/vtunnelWire.js';
+import { dockerEvents } from '../streams/docker.js';
+import { dockerodeClient } from '../streams/dockerClient.js';
+import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
+
+export interface Io {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream;
+  readonly env: NodeJS.ProcessEnv;
+  /** Emits when the process is asked to stop (SIGTERM, SIGINT). */
+  readonly stop$: Observable<unknown>;
+}
+
+/** Runs the command line; resolves to the exit code. */
+export async function runCli(argv: readonly string[], io: Io): Promise<number> {
+  if (argv[0] === 'host') {
+    io.stderr.write('portstream: the host-side receiver (portstream host) is not implemented yet\n');
+    return 2;
+  }
+  const parsed = parseConfig(argv);
+  if (!parsed.ok) {
+    if (parsed.help) {
+      io.stdout.write(agentUsage());
+      return 0;
+    }
+    io.stderr.write(`portstream: ${parsed.error}\n${agentUsage()}`);
+    return 2;
+  }
+  const config = parsed.config;
+  if (config.debug) rootLogger().level = 'debug';
+  const wired = wire(config, detect(config, io));
+  if (!wired.ok) {
+    io.stderr.write(`portstream: ${wired.error}\n`);
+    return 2;
+  }
+  const log = moduleLogger('agent');
+  for (const notice of wired.wiring.notices) log.info(notice);
+  return run(config, wired.wiring, io);
+}
+
+function run(config: AgentConfig, wiring: Wiring, io: Io): Promise<number> {
+  const log = moduleLogger('agent');
+  const sources: Partial<Record<SourceKind, Observable<SourceEvent>>> = {};
+  for (const kind of wiring.sources) sources[kind] = sourceFor(kind);
+  const routes: Route[] = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+  const stop = new Subject<void>();
+  return new Promise((resolve) => {
+    let stopping = false;
+    const signals = io.stop$.subscribe(() => {
+      if (stopping) {
+        log.warn('asked again to stop; exiting without waiting for the withdrawal');
+        resolve(0);
+        return;
+      }
+      stopping = true;
+      log.info('stopping: withdrawing every forward');
+      stop.next();
+    });
+    createAgent({ sources, routes }, stop).subscribe({
+      next: (report) => {
+        if (report.type === 'wrote') log.debug({ sink: report.sink, added: report.added.length, removed: report.removed.length }, 'sink write');
+        if (report.type === 'withdrawn') log.info({ sink: report.sink, count: report.count }, `withdrew ${String(report.count)} forwards (${report.sink})`);
+      },
+      error: (err: unknown) => {
+        log.fatal({ err }, 'the agent failed');
+        signals.unsubscribe();
+        resolve(1);
+      },
+      complete: () => {
+        signals.unsubscribe();
+        resolve(0);
+      },
+    });
+    log.info({ sources: wiring.sources, sinks: wiring.routes.map((r) => r.sink) }, 'portstream agent running');
+  });
+}
+
+function sourceFor(kind: SourceKind): Observable<SourceEvent> {
+  switch (kind) {
+    case 'docker':
+      return dockerEvents(dockerodeClient());
+    default:
+      // wire() only lets through what availableSources has
+      throw new Error(`no stream for the ${kind} backend in this build`);
+  }
+}
+
+function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
+  switch (kind) {
+    case 'vtunnel':
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface) });
+    case 'table':
+      return tableSink(io.stdout);
+    default:
+      throw new Error(`no ${kind} sink in this build`);
+  }
+}
+
+function detect(config: AgentConfig, io: Io): Detected {
+  const dockerHost = io.env['DOCKER_HOST'];
+  return {
+    dockerSocket: dockerHost !== undefined && dockerHost !== '' ? true : existsSync('/var/run/docker.sock'),
+    containerdSocket: existsSync(config.containerdSock) || existsSync('/run/containerd/containerd.sock'),
+    kubeconfig: existsSync(config.kubeconfig),
+    iptablesCommand: onPath('iptables-save', io.env),
+    tty: io.stdout.isTTY === true,
+  };
+}
+
+function onPath(command: string, env: NodeJS.ProcessEnv): boolean {
+  return (env['PATH'] ?? '').split(delimiter).some((dir) => dir !== '' && existsSync(join(dir, command)));
+}

@@ -1,0 +1,208 @@
+/**
+ * `npm run bench [-- --quick]`: prints figures as JSON lines on stdout and a summary table on
+ * stderr. It never fails on a time; the targets are printed beside the figures to compare.
+ */
+import { performance } from 'node:perf_hooks';
+import { Subject, defer, delay, of, tap } from 'rxjs';
+import { createAgent } from '../src/agent.js';
+import { setRootLogger } from '../src/log.js';
+import { pino } from 'pino';
+import { vtunnelSink } from '../src/sinks/vtunnel.js';
+import { refCountClaims } from '../operators/mergeDeltas.js';
+import { diff, portSetOf, type Forward, type PortDelta } from '../src/model.js';
+import { dockerEvents, EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerEvent } from '../streams/docker.js';
+import { dockerodeClient } from '../streams/dockerClient.js';
+import { startReceiver, type Received } from './receiver.js';
+import { percentile, printSummary, report, round } from './stats.js';
+import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
+
+const quick = process.argv.includes('--quick');
+setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
+
+const forwardsOf = (n: number, offset = 0): Forward[] =>
+  Array.from({ length: n }, (_, i) => ({
+    protocol: i % 2 === 0 ? 'tcp' : 'udp',
+    hostIp: '0.0.0.0',
+    hostPort: 1 + ((i + offset) % 65535),
+    source: 'bench',
+    owner: `o${String(i + offset)}`,
+  }));
+
+/** Median time of `fn` over enough runs to take about `budgetMs`. */
+function timeIt(fn: () => void, budgetMs: number): number {
+  const samples: number[] = [];
+  const end = performance.now() + budgetMs;
+  do {
+    const t0 = performance.now();
+    fn();
+    samples.push(performance.now() - t0);
+  } while (performance.now() < end || samples.length < 5);
+  return percentile(samples, 50);
+}
+
+function benchDiffAndMerge(): void {
+  for (const n of [1_000, 10_000, 100_000]) {
+    // Two sets of n ports that share 90 %, as after a re-list in which a tenth changed.
+    const a = portSetOf(forwardsOf(n).map((f, i) => ({ ...f, hostIp: `10.0.${String(i >> 16)}.1` })));
+    const b = portSetOf(forwardsOf(n, Math.floor(n / 10)).map((f, i) => ({ ...f, hostIp: `10.0.${String((i + Math.floor(n / 10)) >> 16)}.1` })));
+    const ms = timeIt(() => diff(a, b), quick ? 300 : 1000);
+    report({ name: `diff.${String(n)}`, value: round(ms), unit: 'ms', ports: n, ...(n === 10_000 && { target: '<= 10 ms' }) });
+    const delta: PortDelta = { added: [...a.values()], removed: [] };
+    const undo: PortDelta = { added: [], removed: [...a.values()] };
+    const mergeMs = timeIt(() => {
+      of(delta, undo).pipe(refCountClaims()).subscribe();
+    }, quick ? 300 : 1000);
+    report({ name: `merge.${String(n)}`, value: round(mergeMs), unit: 'ms', ports: n, note: 'claim and release n ports' });
+  }
+}
+
+/** An in-process engine: events on demand, inspect answered on the next tick. */
+function scriptedDocker(): { client: DockerClient; start: (id: string, hostPort: number) => void } {
+  const events = new Subject<typeof EVENTS_OPEN | DockerEvent>();
+  const ports = new Map<string, number>();
+  const client: DockerClient = {
+    events: () =>
+      defer(() => {
+        queueMicrotask(() => {
+          events.next(EVENTS_OPEN);
+        });
+        return events;
+      }),
+    listContainers: () => of([]),
+    inspect: (id) =>
+      of<DockerContainerInspect>({
+        Id: id,
+        State: { Running: true },
+        NetworkSettings: { Ports: { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: String(ports.get(id)) }] } },
+      }).pipe(delay(0)),
+  };
+  return {
+    client,
+    start: (id, hostPort) => {
+      ports.set(id, hostPort);
+      events.next({ Type: 'container', Action: 'start', Actor: { ID: id } });
+    },
+  };
+}
+
+async function runAgent(client: DockerClient): Promise<{ messages: Received[]; stop: () => Promise<void> }> {
+  const receiver = await startReceiver();
+  const stop$ = new Subject<void>();
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  createAgent(
+    {
+      sources: { docker: dockerEvents(client, { backoff: { initialMs: 50, maxMs: 500 } }) },
+      routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: [] }), sources: ['docker'] }],
+    },
+    stop$,
+  ).subscribe({ complete: done });
+  await sleep(200);
+  return {
+    messages: receiver.messages,
+    stop: async () => {
+      stop$.next();
+      await finished;
+      await receiver.close();
+    },
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > end) return false;
+    await sleep(1);
+  }
+  return true;
+}
+
+async function benchSynthetic(): Promise<void> {
+  const engine = scriptedDocker();
+  const agent = await runAgent(engine.client);
+  // Lone events, spaced so none shares a coalescing window: latency from event to sink write.
+  const latencies: number[] = [];
+  const n = quick ? 50 : 200;
+  for (let i = 0; i < n; i++) {
+    const hostPort = 20_000 + i;
+    const t0 = performance.now();
+    engine.start(`lone${String(i)}`, hostPort);
+    await until(() => agent.messages.some((m) => m.hostPorts.includes(hostPort)), 2000);
+    const got = agent.messages.find((m) => m.hostPorts.includes(hostPort));
+    if (got) latencies.push(got.at - t0);
+    await sleep(60);
+  }
+  report({ name: 'docker.synthetic.event_to_sink.p50', value: round(percentile(latencies, 50)), unit: 'ms', samples: latencies.length, target: '<= 5 ms', note: 'in-process engine; includes the TCP write to the vtunnel peer' });
+  report({ name: 'docker.synthetic.event_to_sink.p99', value: round(percentile(latencies, 99)), unit: 'ms', samples: latencies.length });
+
+  // A burst of 100 starts at once.
+  const before = agent.messages.length;
+  const t0 = performance.now();
+  for (let i = 0; i < 100; i++) engine.start(`burst${String(i)}`, 30_000 + i);
+  const all = await until(() => new Set(agent.messages.slice(before).flatMap((m) => m.hostPorts)).size >= 100, 5000);
+  const writes = agent.messages.length - before;
+  report({ name: 'docker.synthetic.burst100.writes', value: writes, unit: 'writes', complete: all, target: '<= 10 writes' });
+  report({ name: 'docker.synthetic.burst100.last_forward', value: round((agent.messages.at(-1)?.at ?? t0) - t0), unit: 'ms' });
+  await agent.stop();
+}
+
+async function benchRealDocker(): Promise<void> {
+  if (!(await dockerAnswers())) {
+    process.stderr.write('bench: no Docker engine answers; skipping the real-engine figures (start dockerd to get them)\n');
+    return;
+  }
+  await ensureBusyboxImage();
+  await removeTestContainers();
+  const seenAt = new Map<string, number>();
+  const real = dockerodeClient();
+  const client: DockerClient = {
+    ...real,
+    events: () =>
+      real.events().pipe(
+        tap((e) => {
+          if (e !== EVENTS_OPEN && e.Action === 'start' && e.Actor?.ID) seenAt.set(e.Actor.ID, performance.now());
+        }),
+      ),
+  };
+  const agent = await runAgent(client);
+  try {
+    const overhead: number[] = [];
+    const n = quick ? 10 : 30;
+    for (let i = 0; i < n; i++) {
+      const hostPort = 19_000 + i;
+      const id = (await docker('run', '-d', '--label', testLabel, '-p', `${String(hostPort)}:80`, busyboxImage, 'httpd', '-f', '-p', '80')).trim();
+      await until(() => agent.messages.some((m) => m.hostPorts.includes(hostPort)), 5000);
+      const got = agent.messages.find((m) => m.hostPorts.includes(hostPort));
+      const seen = seenAt.get(id);
+      if (got && seen !== undefined) overhead.push(got.at - seen);
+      await sleep(60);
+    }
+    report({ name: 'docker.real.event_to_sink.p50', value: round(percentile(overhead, 50)), unit: 'ms', samples: overhead.length, target: '<= 5 ms', note: 'agent overhead: event received → vtunnel peer has the message (includes the inspect)' });
+    report({ name: 'docker.real.event_to_sink.p99', value: round(percentile(overhead, 99)), unit: 'ms', samples: overhead.length });
+    await removeTestContainers();
+    await sleep(200);
+
+    const burst = quick ? 20 : 100;
+    const before = agent.messages.length;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: burst }, (_, i) =>
+        docker('run', '-d', '--label', testLabel, '-p', `${String(19_500 + i)}:80`, busyboxImage, 'sleep', '600'),
+      ),
+    );
+    const all = await until(() => new Set(agent.messages.slice(before).filter((m) => !m.remove).flatMap((m) => m.hostPorts)).size >= burst, 30_000);
+    const adds = agent.messages.slice(before).filter((m) => !m.remove);
+    report({ name: `docker.real.burst${String(burst)}.writes`, value: adds.length, unit: 'writes', complete: all, note: `${String(burst)} concurrent docker run; dockerd spreads the starts over the time below` });
+    report({ name: `docker.real.burst${String(burst)}.last_forward`, value: round((adds.at(-1)?.at ?? t0) - t0), unit: 'ms', note: 'from the first docker run call' });
+  } finally {
+    await removeTestContainers();
+    await agent.stop();
+  }
+}
+
+benchDiffAndMerge();
+await benchSynthetic();
+await benchRealDocker();
+printSummary();

@@ -19,8 +19,9 @@ export function mergeDeltas(...sources: Observable<PortDelta>[]): Observable<Por
 export function refCountClaims(): OperatorFunction<PortDelta, PortDelta> {
   return (deltas$) =>
     new Observable<PortDelta>((subscriber) => {
-      // key -> the sources that claim it, and the forward that was published for it
-      const claims = new Map<PortKey, { sources: Set<string>; published: Forward }>();
+      // key -> the sources that claim it (rarely more than one, so an array beats a Set), and the
+      // forward that was published for it
+      const claims = new Map<PortKey, { sources: string[]; published: Forward }>();
       return deltas$
         .pipe(
           map((delta) => {
@@ -29,8 +30,10 @@ export function refCountClaims(): OperatorFunction<PortDelta, PortDelta> {
             for (const f of delta.removed) {
               const key = portKey(f);
               const claim = claims.get(key);
-              if (!claim?.sources.delete(f.source)) continue;
-              if (claim.sources.size === 0) {
+              const at = claim ? claim.sources.indexOf(f.source) : -1;
+              if (!claim || at < 0) continue;
+              claim.sources.splice(at, 1);
+              if (claim.sources.length === 0) {
                 claims.delete(key);
                 removed.push(claim.published);
               }
@@ -39,9 +42,9 @@ export function refCountClaims(): OperatorFunction<PortDelta, PortDelta> {
               const key = portKey(f);
               const claim = claims.get(key);
               if (claim) {
-                claim.sources.add(f.source);
+                if (!claim.sources.includes(f.source)) claim.sources.push(f.source);
               } else {
-                claims.set(key, { sources: new Set([f.source]), published: f });
+                claims.set(key, { sources: [f.source], published: f });
                 added.push(f);
               }
             }

@@ -17,9 +17,10 @@ import { portKey, type Forward, type PortKey, type PortSet } from '../model.js';
 import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
 import type { Sink, SinkReport } from './sink.js';
 import { encodePortMapping, type ConnectAddr } from './vtunnelWire.js';
-import { parseVtunnelAddress, tcpSender, type VtunnelSend } from './vtunnelTransport.js';
+import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
+import { parseVtunnelAddr } from './vtunnelAddress.js';
 
-export { tcpSender, parseVtunnelAddress, type VtunnelSend } from './vtunnelTransport.js';
+export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 
 export interface VtunnelSinkOptions {
   /** The vtunnel peer, `host:port` (`-vtunnelAddr`). Used for the default `send` and in logs. */
@@ -234,8 +235,11 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
 }
 
 function defaultSender(address: string, timeoutMs: number): VtunnelSend {
-  const { host, port } = parseVtunnelAddress(address);
-  return tcpSender(host, port, timeoutMs);
+  const target = parseVtunnelAddr(address);
+  // Thrown at start-up, so a typo is reported once rather than as endless failed writes.
+  if ('error' in target) throw new Error(`-vtunnelAddr ${JSON.stringify(address)}: ${target.error}`);
+  if (target.kind === 'vsock') throw new Error(`-vtunnelAddr ${address}: AF_VSOCK peers are not supported yet; use the TCP peer (host:port)`);
+  return tcpSender(target.host, target.port, timeoutMs);
 }
 
 function describeRound({ removes, adds }: Round): string {

@@ -8,28 +8,6 @@ import { Observable, type ObservableInput } from 'rxjs';
  */
 export type VtunnelSend = (line: string) => ObservableInput<void>;
 
-export interface VtunnelAddress {
-  readonly host: string;
-  readonly port: number;
-}
-
-/**
- * Parses `-vtunnelAddr`: `host:port`, `[v6]:port`. Throws an error that names the flag, so a
- * typo is reported at start-up rather than as an endless series of failed writes.
- */
-export function parseVtunnelAddress(address: string): VtunnelAddress {
-  if (address.startsWith('vsock://')) {
-    throw new Error(`-vtunnelAddr ${address}: AF_VSOCK peers are not supported yet; use the TCP peer (host:port)`);
-  }
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address);
-  const host = match?.[1] ?? match?.[2];
-  const port = Number(match?.[3]);
-  if (host === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new Error(`-vtunnelAddr ${JSON.stringify(address)}: expected host:port, e.g. 127.0.0.1:3040`);
-  }
-  return { host, port };
-}
-
 /**
  * One message per TCP connection, as the wire wants: connect, write the line, half-close, and
  * succeed when the peer closes its end (it has read up to our end of stream by then). Fails on

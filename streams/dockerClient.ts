@@ -38,6 +38,9 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
               }
             });
             lines.on('close', () => { subscriber.complete(); });
+            // readline re-raises an aborted response (dockerd killed) on itself; unhandled, that
+            // would crash the agent with an uncaught ECONNRESET.
+            lines.on('error', (err: Error) => { subscriber.error(err); });
           },
           (err: unknown) => { subscriber.error(err); },
         );

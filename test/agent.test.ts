@@ -1,0 +1,83 @@
+/**
+ * The agent as a user runs it: `node src/main.ts FLAGS` as a child process, against the real
+ * dockerd, publishing over the vtunnel wire to a strict receiver; SIGTERM withdraws everything.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { test } from 'node:test';
+import { busyboxImage, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, TestContainers, waitFor } from './engines.js';
+import { startReceiver } from './vtunnelReceiver.js';
+
+const main = new URL('../src/main.ts', import.meta.url).pathname;
+
+interface Agent {
+  readonly child: ChildProcess;
+  readonly stderr: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startAgent(...args: string[]): Agent {
+  const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdout.resume();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+    });
+  });
+  return { child, stderr: () => stderr, exited };
+}
+
+test('an unknown flag: one line naming it, usage, exit 2', async () => {
+  const agent = startAgent('-nosuchflag');
+  const { code } = await agent.exited;
+  assert.equal(code, 2);
+  assert.match(agent.stderr(), /^portstream: flag provided but not defined: -nosuchflag\nUsage of portstream:\n/);
+});
+
+test('a backend that is not built yet is refused with exit 2, not ignored', async () => {
+  const agent = startAgent('-containerd');
+  const { code } = await agent.exited;
+  assert.equal(code, 2);
+  assert.match(agent.stderr(), /^portstream: -containerd: the containerd backend is not implemented yet\n$/);
+});
+
+engineTest(
+  'docker → vtunnel: start-up scan, run, rm, and SIGTERM withdraws everything and exits 0',
+  { needs: dockerNeeds, timeout: 90_000 },
+  async (t) => {
+    await ensureDockerd();
+    await ensureBusyboxImage();
+    const containers = new TestContainers();
+    const receiver = await startReceiver();
+    t.after(async () => {
+      await containers.removeAll();
+      await receiver.close();
+    });
+    await containers.run('-p', '18700:80', busyboxImage, 'httpd', '-f', '-p', '80');
+    const agent = startAgent('-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo');
+    t.after(() => {
+      agent.child.kill('SIGKILL');
+    });
+
+    await waitFor(() => receiver.view.has('tcp/0.0.0.0:18700'), 15_000, 'the start-up scan to publish 18700').catch((err: unknown) => {
+      throw new Error(`${String(err)}\nreceiver: ${JSON.stringify(receiver.lines)}\nagent stderr:\n${agent.stderr()}`);
+    });
+    await containers.run('-p', '127.0.0.1:18701:80', '-p', '18702:53/udp', busyboxImage, 'sleep', '600');
+    await waitFor(() => receiver.view.has('tcp/127.0.0.1:18701') && receiver.view.has('udp/0.0.0.0:18702'), 15_000, 'the new container to be published');
+    assert.equal(receiver.view.get('tcp/127.0.0.1:18701'), '80/tcp');
+    assert.equal(receiver.view.get('udp/0.0.0.0:18702'), '53/udp');
+
+    await containers.removeAll();
+    await waitFor(() => ![...receiver.view.keys()].some((k) => /:1870[012]$/.test(k)), 15_000, 'removals to reach the host');
+
+    await containers.run('-p', '18703:80', busyboxImage, 'sleep', '600');
+    await waitFor(() => receiver.view.has('tcp/0.0.0.0:18703'), 15_000, 'the last container to be published');
+    agent.child.kill('SIGTERM');
+    const { code } = await agent.exited;
+    assert.equal(code, 0, agent.stderr());
+    assert.deepEqual([...receiver.view.keys()], [], 'SIGTERM must withdraw every forward');
+    assert.deepEqual(receiver.violations, []);
+  },
+);

@@ -48,3 +48,16 @@ test('coalesceDeltas passes an error at once, dropping nothing emitted before it
   const deltas = cold('a-#', { a: add(p1) });
   expectObservable(deltas.pipe(coalesceDeltas(5, scheduler))).toBe('a-#', { a: add(p1) });
 }));
+
+test('coalesceDeltas widens its window while a burst goes on, up to maxWindowMs, and starts small again after quiet', marbles(({ cold, expectObservable }, scheduler) => {
+  const deltas = cold('a-b-c-d-e-f-g-------------h', { a: add(p1), b: add(p2), c: add(p3), d: del(p1), e: del(p2), f: add(p1), g: add(p2), h: del(p3) });
+  // windows: 0–2 (b), 2–6 (c d), 6–10 (e f: p2 removed, p1 re-added), 10–14 (g), 14–18 finds nothing; h passes at once
+  expectObservable(deltas.pipe(coalesceDeltas(2, scheduler, 4))).toBe('a-b---x---y---z-----------h', {
+    a: add(p1),
+    b: add(p2),
+    x: { added: [p3], removed: [p1] },
+    y: { added: [p1], removed: [p2] },
+    z: add(p2),
+    h: del(p3),
+  });
+}));

@@ -12,12 +12,20 @@ import { portKey, type Forward, type PortDelta, type PortKey } from '../src/mode
  *                                       b's window closes (an add in c and a remove of the same
  *                                       key in d would cancel out, and x would hold neither)
  *
+ * While changes keep coming, each new window is twice as long as the last, up to `maxWindowMs`
+ * (default: `windowMs`, fixed windows), so a long burst costs about log2(max/window) + its
+ * length/max writes while a lone change is never delayed.
+ *
+ *   deltas:  a-b-c-d-e-f-g----|      window = 2, max = 4
+ *   out:     a-b---x-------y--|      windows 2 (b), 4 (c d → x), 4 (e f g → y), then quiet
+ *
  * Simplest mental model: a throttle with leading and trailing edges whose trailing value is the
  * sum of everything it swallowed.
  */
 export function coalesceDeltas(
   windowMs: number,
   scheduler: SchedulerLike = asyncScheduler,
+  maxWindowMs: number = windowMs,
 ): MonoTypeOperatorFunction<PortDelta> {
   return (deltas$) =>
     new Observable<PortDelta>((subscriber) => {
@@ -34,11 +42,13 @@ export function coalesceDeltas(
         return true;
       };
 
-      const openWindow = (): void => {
+      const openWindow = (length: number): void => {
         window = scheduler.schedule(() => {
           window = undefined;
-          if (flush()) openWindow();
-        }, windowMs);
+          // Sustained churn widens the window (up to maxWindowMs) so writes thin out; a window
+          // that finds nothing ends the burst, and the next change passes at once again.
+          if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
+        }, length);
       };
 
       const fold = (delta: PortDelta): void => {
@@ -60,7 +70,7 @@ export function coalesceDeltas(
             fold(delta);
           } else {
             subscriber.next(delta);
-            openWindow();
+            openWindow(windowMs);
           }
         },
         error: (err: unknown) => {

@@ -18,10 +18,13 @@ export interface AgentPlan {
   readonly routes: readonly Route[];
   /** Window in which bursts are coalesced into one sink write; a lone change is never delayed. */
   readonly coalesceMs?: number;
+  /** How wide the window may grow while a burst goes on: the longest a change waits in one. */
+  readonly maxCoalesceMs?: number;
   readonly scheduler?: SchedulerLike;
 }
 
 export const defaultCoalesceMs = 50;
+export const defaultMaxCoalesceMs = 1000;
 
 /**
  * Wires sources to sinks: each source folds into its own port set and diffs, independently of
@@ -46,6 +49,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     return d;
   };
   const windowMs = plan.coalesceMs ?? defaultCoalesceMs;
+  const maxWindowMs = Math.max(windowMs, plan.maxCoalesceMs ?? defaultMaxCoalesceMs);
   const runs = plan.routes
     .filter((route) => route.sources.length > 0)
     .map((route) =>
@@ -53,7 +57,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
         // Deliberately before the sink: it must see its input complete to withdraw its forwards.
         // eslint-disable-next-line rxjs-x/no-unsafe-takeuntil
         takeUntil(stop$),
-        coalesceDeltas(windowMs, plan.scheduler),
+        coalesceDeltas(windowMs, plan.scheduler, maxWindowMs),
         route.sink,
       ),
     );

@@ -3,7 +3,7 @@
  * an agent of your own (see README "Composing portstream").
  */
 export * from './model.js';
-export { createAgent, defaultCoalesceMs, type AgentPlan, type Route } from './agent.js';
+export { createAgent, defaultCoalesceMs, defaultMaxCoalesceMs, type AgentPlan, type Route } from './agent.js';
 export { parseConfig, agentUsage, type AgentConfig } from './config.js';
 export { setRootLogger, moduleLogger, type Logger } from './log.js';
 export type { Sink, SinkReport } from './sinks/sink.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
-import { createAgent, type Route } from './agent.js';
+import { createAgent, type AgentPlan, type Route } from './agent.js';
 import { agentUsage, parseConfig, type AgentConfig } from './config.js';
 import { moduleLogger, rootLogger } from './log.js';
 import type { SourceEvent } from './model.js';
@@ -45,14 +45,21 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   }
   const log = moduleLogger('agent');
   for (const notice of wired.wiring.notices) log.info(notice);
-  return run(config, wired.wiring, io);
+  let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
+  let routes: Route[];
+  try {
+    // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
+    sources = Object.fromEntries(wired.wiring.sources.map((kind) => [kind, sourceFor(kind)]));
+    routes = wired.wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+  } catch (error) {
+    io.stderr.write(`portstream: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 2;
+  }
+  return run({ sources, routes }, wired.wiring, io);
 }
 
-function run(config: AgentConfig, wiring: Wiring, io: Io): Promise<number> {
+function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
   const log = moduleLogger('agent');
-  const sources: Partial<Record<SourceKind, Observable<SourceEvent>>> = {};
-  for (const kind of wiring.sources) sources[kind] = sourceFor(kind);
-  const routes: Route[] = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
   const stop = new Subject<void>();
   return new Promise((resolve) => {
     let stopping = false;
@@ -66,7 +73,7 @@ function run(config: AgentConfig, wiring: Wiring, io: Io): Promise<number> {
       log.info('stopping: withdrawing every forward');
       stop.next();
     });
-    createAgent({ sources, routes }, stop).subscribe({
+    createAgent(plan, stop).subscribe({
       next: (report) => {
         if (report.type === 'wrote') log.debug({ sink: report.sink, added: report.added.length, removed: report.removed.length }, 'sink write');
         if (report.type === 'withdrawn') log.info({ sink: report.sink, count: report.count }, `withdrew ${String(report.count)} forwards (${report.sink})`);

@@ -1,5 +1,4 @@
 import type { AgentConfig } from './config.js';
-import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
 
 export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes';
 export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table';
@@ -79,11 +78,6 @@ export function wire(config: AgentConfig, detected: Detected): WiringResult {
     if (route.sources.length > 0 && !availableSinks.has(route.sink)) {
       return { ok: false, error: `${issueOf[route.sink]} is not implemented yet` };
     }
-  }
-  const usesVtunnel = routes.some((r) => r.sink === 'vtunnel' && r.sources.length > 0);
-  const target = parseVtunnelAddr(config.vtunnelAddr);
-  if (usesVtunnel && 'kind' in target && target.kind === 'vsock') {
-    return { ok: false, error: `-vtunnelAddr ${config.vtunnelAddr}: AF_VSOCK peers are not implemented yet; use the TCP peer (HOST:PORT)` };
   }
   if (config.autoDetect) notices.push(`auto-detected backends: ${sources.join(', ')}`);
   return { ok: true, wiring: { sources, routes: routes.filter((r) => r.sources.length > 0), notices } };

@@ -19,6 +19,7 @@ import type { Sink, SinkReport } from './sink.js';
 import { encodePortMapping, type ConnectAddr } from './vtunnelWire.js';
 import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 import { parseVtunnelAddr } from './vtunnelAddress.js';
+import { vsockSender } from './vsockTransport.js';
 
 export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 
@@ -238,7 +239,7 @@ function defaultSender(address: string, timeoutMs: number): VtunnelSend {
   const target = parseVtunnelAddr(address);
   // Thrown at start-up, so a typo is reported once rather than as endless failed writes.
   if ('error' in target) throw new Error(`-vtunnelAddr ${JSON.stringify(address)}: ${target.error}`);
-  if (target.kind === 'vsock') throw new Error(`-vtunnelAddr ${address}: AF_VSOCK peers are not supported yet; use the TCP peer (host:port)`);
+  if (target.kind === 'vsock') return vsockSender(target.cid, target.port, timeoutMs);
   return tcpSender(target.host, target.port, timeoutMs);
 }
 

@@ -56,9 +56,3 @@ test('no arguments and no engine: waits for Docker rather than doing nothing', (
   assert.deepEqual(result.wiring.sources, ['docker']);
   assert.match(result.wiring.notices.join('\n'), /waiting for the Docker socket/);
 });
-
-test('a vsock:// vtunnel peer is refused until AF_VSOCK is built', () => {
-  const result = wire(config('-docker', '-privilegedService', '-vtunnelAddr', 'vsock://2:17381'), nothing);
-  assert.ok(!result.ok);
-  assert.match(result.error, /^-vtunnelAddr vsock:\/\/2:17381: AF_VSOCK peers are not implemented yet/);
-});

@@ -1,0 +1,45 @@
+import { createRequire } from 'node:module';
+import { defer, from, type Observable } from 'rxjs';
+
+interface VsockAddon {
+  send(cid: number, port: number, data: Buffer, timeoutMs: number): Promise<void>;
+}
+
+let addon: VsockAddon | Error | undefined;
+
+/** The native sender, built from native/vsock.c by `npm install` (node-gyp). */
+function loadAddon(): VsockAddon {
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)('../../build/Release/vsock.node') as VsockAddon;
+    } catch (error) {
+      addon = new Error(
+        `AF_VSOCK support is not built (${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}); ` +
+          'run `npm install` on a machine with a C compiler, or use a TCP vtunnel peer (HOST:PORT)',
+      );
+    }
+  }
+  if (addon instanceof Error) throw addon;
+  return addon;
+}
+
+/** Whether this build can speak AF_VSOCK; the CLI checks it at start-up. */
+export function vsockAvailable(): Error | undefined {
+  try {
+    loadAddon();
+    return undefined;
+  } catch (error) {
+    return error as Error;
+  }
+}
+
+/**
+ * One message per AF_VSOCK connection to `cid:port`, as the TCP sender does over TCP: connect,
+ * write, half-close, succeed when the peer closes. The work runs on a libuv worker thread and is
+ * bounded by `timeoutMs`; unsubscribing cannot stop a connection already in flight, but the
+ * timeout ends it.
+ */
+export function vsockSender(cid: number, port: number, timeoutMs: number): (line: string) => Observable<void> {
+  const native = loadAddon();
+  return (line) => defer(() => from(native.send(cid, port, Buffer.from(line, 'utf8'), timeoutMs)));
+}

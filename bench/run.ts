@@ -12,6 +12,7 @@ import { refCountClaims } from '../operators/mergeDeltas.js';
 import { diff, portSetOf, type Forward, type PortDelta } from '../src/model.js';
 import { dockerEvents, EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerEvent } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
+import { benchKubernetes } from './kubernetes.js';
 import { startReceiver, type Received } from './receiver.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -205,4 +206,5 @@ async function benchRealDocker(): Promise<void> {
 benchDiffAndMerge();
 await benchSynthetic();
 await benchRealDocker();
+await benchKubernetes(quick);
 printSummary();

@@ -11,6 +11,8 @@ import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
+import { kubernetesServices } from '../streams/kubernetes.js';
+import { kubeconfigClients } from '../streams/kubernetesClient.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 
 export interface Io {
@@ -49,7 +51,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   let routes: Route[];
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(wired.wiring.sources.map((kind) => [kind, sourceFor(kind)]));
+    sources = Object.fromEntries(wired.wiring.sources.map((kind) => [kind, sourceFor(kind, config)]));
     routes = wired.wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
   } catch (error) {
     io.stderr.write(`portstream: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -92,10 +94,17 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
   });
 }
 
-function sourceFor(kind: SourceKind): Observable<SourceEvent> {
+function sourceFor(kind: SourceKind, config: AgentConfig): Observable<SourceEvent> {
   switch (kind) {
     case 'docker':
       return dockerEvents(dockerodeClient());
+    case 'kubernetes':
+      return kubernetesServices(kubeconfigClients(config.kubeconfig), {
+        listenerAddr: config.k8sServiceListenerAddr,
+        // The API port goes to the host only through the vtunnel or host-switch: a placeholder
+        // on 6443 in listener mode would keep k3s from binding it (WSL forwards k3s's own).
+        ...((config.privilegedService || config.hostSwitchURL !== undefined) && { apiPort: config.k8sAPIPort }),
+      });
     default:
       // wire() only lets through what availableSources has
       throw new Error(`no stream for the ${kind} backend in this build`);

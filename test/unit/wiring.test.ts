@@ -20,7 +20,7 @@ test('privileged mode sends engine ports over the vtunnel; the defaulted iptable
 });
 
 test('a backend asked for explicitly but missing from this build is an error naming the flag', () => {
-  for (const flag of ['-containerd', '-kubernetes', '-iptables']) {
+  for (const flag of ['-containerd', '-iptables']) {
     const result = wire(config('-docker', flag), nothing);
     assert.ok(!result.ok);
     assert.match(result.error, new RegExp(`^${flag}: .* is not implemented yet`));

@@ -1,0 +1,153 @@
+import { STATUS_CODES } from 'node:http';
+import { dirname } from 'node:path';
+import type * as k8s from '@kubernetes/client-node';
+import { catchError, concatMap, defer, EMPTY, from, map, Observable, throwError } from 'rxjs';
+import { moduleLogger, type Logger } from '../src/log.js';
+import { watchFileContents, type FileWatchOptions } from './kubeconfigFile.js';
+import { KubeStatusError, message, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
+
+type K8s = typeof k8s;
+
+export interface KubeClientOptions {
+  /**
+   * Asked of the server for each watch (`timeoutSeconds`): the server ends the watch after it and
+   * the stream re-lists. Default 300 (client-go picks 5 to 10 minutes).
+   */
+  readonly watchTimeoutSeconds?: number;
+  readonly log?: Logger;
+}
+
+export const defaultWatchTimeoutSeconds = 300;
+
+/** Where every Service of every namespace lives (list and watch alike). */
+export const servicesPath = '/api/v1/services';
+
+// The library takes 300-400 ms to import: load it only when a kubeconfig is there to use.
+let library: Promise<K8s> | undefined;
+function loadLibrary(): Promise<K8s> {
+  library ??= import('@kubernetes/client-node');
+  return library;
+}
+
+/**
+ * The real API server behind `KubeServicesClient`, through @kubernetes/client-node 1.4 (TLS, CA
+ * and credentials from the kubeconfig): the list through `CoreV1Api.listServiceForAllNamespaces`,
+ * the watch through the library's `Watch` (newline-delimited `{"type","object"}` events). Not its
+ * informer: see `kubernetesServices` for why.
+ */
+export function kubeServicesClient(lib: K8s, kc: k8s.KubeConfig, opts: KubeClientOptions = {}): KubeServicesClient {
+  const api = kc.makeApiClient(lib.CoreV1Api);
+  const timeoutSeconds = opts.watchTimeoutSeconds ?? defaultWatchTimeoutSeconds;
+  return {
+    listServices: () =>
+      defer(() => from(api.listServiceForAllNamespaces())).pipe(
+        map((list): KubeServiceList => list),
+        catchError((error: unknown) => throwError(() => statusError(error))),
+      ),
+    watchServices: (resourceVersion) =>
+      new Observable<KubeWatchEvent>((subscriber) => {
+        let controller: AbortController | undefined;
+        let closed = false;
+        const query = { resourceVersion, allowWatchBookmarks: true, timeoutSeconds };
+        new lib.Watch(kc)
+          .watch(
+            servicesPath,
+            query,
+            (type: string, object: unknown) => {
+              subscriber.next({ type, object } as KubeWatchEvent);
+            },
+            (error: unknown) => {
+              // Called once: the server closed the stream (null), the connection failed, or a
+              // non-200 answer. Also after our own abort, when nobody listens any more.
+              if (error === null || error === undefined) subscriber.complete();
+              else subscriber.error(statusError(error));
+            },
+          )
+          .then(
+            (c) => {
+              controller = c;
+              if (closed) c.abort();
+            },
+            (error: unknown) => {
+              subscriber.error(error);
+            },
+          );
+        return () => {
+          closed = true;
+          controller?.abort();
+        };
+      }),
+  };
+}
+
+/** A client for the kubeconfig `text` (read from `path`, which relative file names are resolved against). */
+export async function clientFromKubeconfig(
+  text: string,
+  path: string,
+  opts: KubeClientOptions = {},
+): Promise<{ client: KubeServicesClient; server: string }> {
+  const lib = await loadLibrary();
+  const kc = new lib.KubeConfig();
+  try {
+    kc.loadFromString(text);
+  } catch (error) {
+    throw new Error(`it is not a kubeconfig (${message(error)})`, { cause: error });
+  }
+  kc.makePathsAbsolute(dirname(path));
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error(`its current context ${JSON.stringify(kc.getCurrentContext())} names no cluster`);
+  return { client: kubeServicesClient(lib, kc, opts), server: cluster.server };
+}
+
+/**
+ * One client per version of the kubeconfig at `path`, for `kubernetesServices`: none while the
+ * file does not exist, a new one whenever it is replaced by something different. A file that is
+ * not a usable kubeconfig gets one log line and is waited on until it changes again.
+ */
+export function kubeconfigClients(path: string, opts: KubeClientOptions & FileWatchOptions = {}): Observable<KubeServicesClient> {
+  const log = opts.log ?? moduleLogger('kubernetes');
+  return watchFileContents(path, { ...opts, log }).pipe(
+    concatMap((text) =>
+      defer(() => clientFromKubeconfig(text, path, opts)).pipe(
+        map(({ client, server }) => {
+          log.info({ path, server }, `loaded the kubeconfig ${path}; watching Services at ${server}`);
+          return client;
+        }),
+        catchError((error: unknown) => {
+          log.warn({ path }, `cannot use the kubeconfig ${path}: ${message(error)}; waiting for it to change`);
+          return EMPTY;
+        }),
+      ),
+    ),
+  );
+}
+
+/**
+ * A short error for the log: the library's ApiException puts the whole body and headers in its
+ * message, and its Watch reports a non-200 answer as just the status text.
+ */
+function statusError(error: unknown): unknown {
+  const e = error as { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'number' ? e.code : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
+  if (code === undefined) return error;
+  const body = parseBody(e?.body);
+  // The Watch's error message is the status text ("Forbidden"); ApiException's is the whole dump.
+  const text = typeof body?.message === 'string' ? body.message : e?.statusCode !== undefined && typeof e.message === 'string' ? e.message : undefined;
+  return new KubeStatusError({
+    kind: 'Status',
+    code,
+    ...(typeof body?.reason === 'string' && { reason: body.reason }),
+    message: text ?? STATUS_CODES[code] ?? `HTTP ${String(code)}`,
+  });
+}
+
+function parseBody(body: unknown): KubeStatus | undefined {
+  if (typeof body === 'string') {
+    try {
+      return JSON.parse(body) as KubeStatus;
+    } catch {
+      return undefined;
+    }
+  }
+  return body !== null && typeof body === 'object' ? body : undefined;
+}

@@ -1,0 +1,68 @@
+import { asyncScheduler, Observable, type MonoTypeOperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
+
+/**
+ * Thins a stream of "something changed, look again" signals without delaying a lone one. The
+ * first trigger after a quiet period passes at once and opens a window; the triggers inside the
+ * window fold into one, the latest, emitted when the window closes, and a new window opens as
+ * long as they keep coming. Each new window is twice as long as the last, up to `maxWindowMs`,
+ * so a long burst costs about log2(max/window) + length/max emissions; a window that finds
+ * nothing ends the burst.
+ *
+ *   triggers:  --a------bcd------|      window = 5 frames
+ *   out:       --a------b----d---|      a and b pass at once; c and d fold into d at b's window end
+ *
+ *   triggers:  a-b-c-d-e-f-g----|       window = 2, max = 4
+ *   out:       a-b---d---f---g--|       windows 2 (b), 4 (c d → d), 4 (e f → f), 4 (g), then quiet
+ *
+ * The sibling of `coalesceDeltas` for signals that carry no data worth summing: the latest stands
+ * for all of them.
+ */
+export function coalesceTriggers<T>(
+  windowMs: number,
+  scheduler: SchedulerLike = asyncScheduler,
+  maxWindowMs: number = windowMs,
+): MonoTypeOperatorFunction<T> {
+  return (triggers$) =>
+    new Observable<T>((subscriber) => {
+      let pending: { value: T } | undefined;
+      let window: Subscription | undefined;
+
+      const flush = (): boolean => {
+        if (!pending) return false;
+        const { value } = pending;
+        pending = undefined;
+        subscriber.next(value);
+        return true;
+      };
+
+      const openWindow = (length: number): void => {
+        window = scheduler.schedule(() => {
+          window = undefined;
+          if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
+        }, length);
+      };
+
+      const subscription = triggers$.subscribe({
+        next: (value) => {
+          if (window) {
+            pending = { value };
+          } else {
+            subscriber.next(value);
+            openWindow(windowMs);
+          }
+        },
+        error: (err: unknown) => {
+          subscriber.error(err);
+        },
+        complete: () => {
+          window?.unsubscribe();
+          flush();
+          subscriber.complete();
+        },
+      });
+      return () => {
+        subscription.unsubscribe();
+        window?.unsubscribe();
+      };
+    });
+}

@@ -1,0 +1,202 @@
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, isIPv6, type Server, type Socket } from 'node:net';
+import { asyncScheduler, defer, Observable, retry, tap, timer, type SchedulerLike, type Subscription } from 'rxjs';
+import { moduleLogger, type Logger } from '../log.js';
+import { portKey, type Forward, type PortKey } from '../model.js';
+import type { Sink, SinkReport } from './sink.js';
+
+/**
+ * Placeholder listeners (contracts.md "Placeholder listeners"): a port exists in the VM only so
+ * that WSL's localhost forwarding notices it. TCP gets a listening socket on HostIp:HostPort that
+ * never reads and resets every connection at once; UDP gets a bound socket; `::` placeholders are
+ * IPv6-only, so that `0.0.0.0` and `::` on one port coexist as the two families' rules do.
+ */
+
+/**
+ * How a placeholder is held: subscribing binds it and emits (any value) once it is bound; binding that fails
+ * errors (with the error's `code`, e.g. EADDRINUSE); unsubscribing closes it at once.
+ * `nodePlaceholders` is the real one; tests script their own.
+ */
+export interface PlaceholderBinder {
+  hold(forward: Forward): Observable<unknown>;
+}
+
+export interface ListenerSinkOptions {
+  readonly binder?: PlaceholderBinder;
+  /** How long to wait before trying a port again that could not be bound (e.g. in use). Default 2 s. */
+  readonly retryMs?: number;
+  /** Each wait is scaled by a random factor in [1 - jitter, 1 + jitter], so many ports do not retry in step. Default 0.2. */
+  readonly jitter?: number;
+  readonly random?: () => number;
+  readonly log?: Logger;
+  readonly scheduler?: SchedulerLike;
+}
+
+export const listenerDefaults = { retryMs: 2000, jitter: 0.2 } as const;
+
+const sinkName = 'listeners';
+
+/**
+ * The listener sink: one placeholder per forward, opened when it is added and closed at once when
+ * it is removed. A port that something in the VM already listens on (EADDRINUSE) needs no
+ * placeholder, so that is not an error: it is noted once and tried again every `retryMs`, so the
+ * placeholder takes the port when it frees up. Other bind errors (an address the VM does not have,
+ * a privileged port) are reported as `failed` and retried the same way. When the input completes
+ * every placeholder is closed and the sink reports `withdrawn`. A `wrote` report means the delta is
+ * applied: removed placeholders are closed, added ones are bound (TCP binds before the report,
+ * UDP a tick later) or waiting for their port.
+ *
+ *   deltas:   --a(+80)------b(−80)----|
+ *   sockets:    [bind 80....close]
+ *   reports:  --w-----------w---------(d|)    w = wrote, d = withdrawn (count of placeholders)
+ */
+export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
+  const binder = opts.binder ?? nodePlaceholders();
+  const log = opts.log ?? moduleLogger('listeners');
+  const scheduler = opts.scheduler ?? asyncScheduler;
+  const retryMs = opts.retryMs ?? listenerDefaults.retryMs;
+  const jitter = opts.jitter ?? listenerDefaults.jitter;
+  const random = opts.random ?? Math.random;
+  return (deltas$) =>
+    new Observable<SinkReport>((subscriber) => {
+      const held = new Map<PortKey, Subscription>();
+
+      const hold = (forward: Forward): Subscription => {
+        const key = portKey(forward);
+        // the streak of failures this placeholder is in: reported once, not on every retry
+        let failing: string | undefined;
+        return defer(() => binder.hold(forward))
+          .pipe(
+            tap(() => {
+              if (failing !== undefined) log.info({ port: key }, `${key}: placeholder listening now`);
+              failing = undefined;
+            }),
+            retry({
+              delay: (error: unknown) => {
+                const delayMs = Math.round(retryMs * (1 + jitter * (2 * random() - 1)));
+                const what = describeBindError(error);
+                const first = failing !== what;
+                failing = what;
+                if (errorCode(error) === 'EADDRINUSE') {
+                  if (first) log.info({ port: key }, `${key} is in use already (something in the VM listens there, which is all WSL needs); taking it when it frees up`);
+                  else log.debug({ port: key }, `${key} is still in use; trying again in ${String(delayMs)} ms`);
+                } else if (first) {
+                  log.warn({ port: key }, `cannot open a placeholder on ${key} (${what}); trying again every ${String(retryMs)} ms`);
+                  subscriber.next({ sink: sinkName, type: 'failed', error: `${key}: ${what}`, retryInMs: delayMs });
+                }
+                return timer(delayMs, scheduler);
+              },
+            }),
+          )
+          .subscribe();
+      };
+
+      const release = (key: PortKey): void => {
+        held.get(key)?.unsubscribe();
+        held.delete(key);
+      };
+
+      const subscription = deltas$.subscribe({
+        next: (delta) => {
+          for (const f of delta.removed) release(portKey(f));
+          for (const f of delta.added) {
+            const key = portKey(f);
+            release(key);
+            held.set(key, hold(f));
+          }
+          subscriber.next({ sink: sinkName, type: 'wrote', added: delta.added, removed: delta.removed });
+        },
+        error: (err: unknown) => {
+          subscriber.error(err);
+        },
+        complete: () => {
+          const count = held.size;
+          for (const key of [...held.keys()]) release(key);
+          if (count > 0) log.info(`closed ${String(count)} placeholder listener${count === 1 ? '' : 's'}`);
+          subscriber.next({ sink: sinkName, type: 'withdrawn', count });
+          subscriber.complete();
+        },
+      });
+      return () => {
+        subscription.unsubscribe();
+        for (const key of [...held.keys()]) release(key);
+      };
+    });
+}
+
+/** The real placeholders, with node:net and node:dgram. */
+export function nodePlaceholders(): PlaceholderBinder {
+  return { hold: (forward) => (forward.protocol === 'tcp' ? tcpPlaceholder(forward) : udpPlaceholder(forward)) };
+}
+
+/**
+ * A listening TCP socket that never reads: `pauseOnConnect` hands over each connection without
+ * starting to read it, and `resetAndDestroy()` (Node ≥ 16.17/18.3) closes it with SO_LINGER 0,
+ * so the peer gets a RST at once and nothing it sent is ever read. The backlog is small: nothing
+ * should connect, and what does is reset as soon as it is accepted.
+ */
+function tcpPlaceholder(forward: Forward): Observable<void> {
+  return new Observable<void>((subscriber) => {
+    const server: Server = createServer({ pauseOnConnect: true }, reset);
+    server.on('error', (error) => {
+      subscriber.error(error);
+    });
+    server.listen({ host: forward.hostIp, port: forward.hostPort, ipv6Only: forward.hostIp === '::', backlog: 16 }, () => {
+      subscriber.next();
+    });
+    return () => {
+      server.close();
+    };
+  });
+}
+
+function reset(socket: Socket): void {
+  socket.on('error', ignore);
+  socket.resetAndDestroy();
+}
+
+/**
+ * A bound UDP socket. node:dgram has no way to bind without receiving (no pause, and recvStop is
+ * internal), so this socket never *handles* data instead: it has no `message` listener, so each
+ * datagram that arrives is dropped as soon as libuv hands it over, never buffered in the agent
+ * and never answered; and its kernel receive buffer is set to the minimum, so a flood cannot
+ * park memory in the kernel either. (A connected UDP socket would make the kernel refuse other
+ * peers, but it no longer looks like a bound port to whoever scans /proc/net/udp.)
+ */
+function udpPlaceholder(forward: Forward): Observable<void> {
+  return new Observable<void>((subscriber) => {
+    const ipv6 = isIPv6(forward.hostIp);
+    const socket: UdpSocket = createSocket({ type: ipv6 ? 'udp6' : 'udp4', ipv6Only: forward.hostIp === '::', recvBufferSize: 1 });
+    let open = true;
+    socket.on('error', (error) => {
+      subscriber.error(error);
+    });
+    socket.on('close', () => (open = false));
+    socket.bind({ address: forward.hostIp, port: forward.hostPort }, () => {
+      subscriber.next();
+    });
+    return () => {
+      if (!open) return;
+      open = false;
+      try {
+        socket.close();
+      } catch {
+        // already closed after a bind error
+      }
+    };
+  });
+}
+
+function ignore(): void {
+  // a reset connection may still report its own reset; nothing to do
+}
+
+function errorCode(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
+}
+
+function describeBindError(error: unknown): string {
+  const code = errorCode(error);
+  const text = error instanceof Error ? error.message : String(error);
+  return typeof code === 'string' && !text.includes(code) ? `${code}: ${text}` : text;
+}

@@ -1,0 +1,297 @@
+import {
+  asyncScheduler,
+  catchError,
+  concatMap,
+  concatWith,
+  defaultIfEmpty,
+  defer,
+  forkJoin,
+  map,
+  merge,
+  Observable,
+  of,
+  take,
+  tap,
+  throwError,
+  timer,
+  type SchedulerLike,
+} from 'rxjs';
+import { moduleLogger, type Logger } from '../src/log.js';
+import { snapshot, type Forward, type SourceEvent } from '../src/model.js';
+import { coalesceTriggers } from '../operators/coalesceTriggers.js';
+import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
+import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { cniPortmapRules, parseIptablesSave, type CountingRule, type Family } from './iptablesRules.js';
+
+export type { Family } from './iptablesRules.js';
+
+/** The programs that can tell when rules change: `nft monitor`, or `stdbuf -oL xtables-monitor -e`. */
+export type MonitorKind = 'nft' | 'xtables';
+
+export const monitorCommands: Readonly<Record<MonitorKind, string>> = {
+  nft: 'nft monitor',
+  xtables: 'stdbuf -oL xtables-monitor -e',
+};
+
+/**
+ * What the iptables stream needs of the machine. `nodeIptablesClient` (iptablesClient.ts) is the
+ * real one; tests script their own.
+ */
+export interface IptablesClient {
+  /**
+   * `iptables-save -t nat` (ipv4) or `ip6tables-save -t nat` (ipv6): emits its output once and
+   * completes, or errors when the command fails. A command that is not installed errors with
+   * `code: 'ENOENT'`.
+   */
+  save(family: Family): Observable<string>;
+  /** A rule monitor: one value per line it prints; it errors or completes when the process ends. */
+  monitor(kind: MonitorKind): Observable<string>;
+  /**
+   * `iptables --version` (e.g. `iptables v1.8.9 (nf_tables)`). With the `legacy` flavour no
+   * monitor sees rule changes, so the stream polls.
+   */
+  version(): Observable<string>;
+}
+
+export interface IptablesStreamOptions {
+  readonly log?: Logger;
+  readonly scheduler?: SchedulerLike;
+  /** Back-off of a failing iptables-save, and of restarting a monitor that died. */
+  readonly backoff?: BackoffOptions;
+  /** Monitors to try, in order; none works (or none given) → polling. Default: nft, xtables. */
+  readonly monitors?: readonly MonitorKind[];
+  /** A monitor that has run this long works; one that ends sooner is passed over. Default 1 s. */
+  readonly settleMs?: number;
+  /** The first change after quiet is read at once; changes inside this window fold into one more read. Default 20 ms. */
+  readonly coalesceMs?: number;
+  /** While changes keep coming the window doubles up to this. Default 500 ms. */
+  readonly maxCoalesceMs?: number;
+  /** A re-read even without a change, in case a monitor missed one. Default 30 s. */
+  readonly safetyMs?: number;
+  /** The re-read period when no monitor works. Default 2 s. */
+  readonly pollMs?: number;
+  /** What counts as a published port. Default: CNI portmap. */
+  readonly rules?: readonly CountingRule[];
+}
+
+export const iptablesDefaults = {
+  monitors: ['nft', 'xtables'] as readonly MonitorKind[],
+  settleMs: 1000,
+  coalesceMs: 20,
+  maxCoalesceMs: 500,
+  safetyMs: 30_000,
+  pollMs: 2000,
+} as const;
+
+/** Why the stream reads the rules; for logs and tests. */
+export type Trigger =
+  | { readonly reason: 'start'; readonly mode: MonitorKind | 'poll' }
+  | { readonly reason: 'settled'; readonly mode: MonitorKind }
+  | { readonly reason: 'change'; readonly mode: MonitorKind }
+  | { readonly reason: 'poll' }
+  | { readonly reason: 'safety' };
+
+/**
+ * The nat table's published ports as a stream of snapshots. A rule monitor says when something
+ * changed; each change triggers a re-read of both families (`iptables-save`, `ip6tables-save`),
+ * and each re-read is a snapshot, so nothing depends on parsing the monitor's output. The first
+ * change after quiet is read at once; a burst folds into a few re-reads (`coalesceTriggers`), and
+ * changes during a read fold into one more (`exhaustMapWithTrailing`). A slow safety re-read
+ * runs as well. Where no monitor works the stream polls. A failing iptables-save is retried with
+ * back-off; a monitor that dies is restarted (and the rules re-read, since changes may have been
+ * missed meanwhile). The stream never errors or completes.
+ *
+ *   monitor:   ---c-----ccccccc-----X               c = a line from nft monitor, X = it died
+ *   triggers:  s--c-----c-c---c-----(back-off)s     s = (re)start and settle, c = change(s)
+ *   events:    S--S-----S-S---S-----(back-off)S     S = a snapshot of both families
+ *
+ * (a burst of lines: the first is read at once, the rest fold into one read per window)
+ */
+export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptions = {}): Observable<SourceEvent> {
+  const log = opts.log ?? moduleLogger('iptables');
+  const scheduler = opts.scheduler ?? asyncScheduler;
+  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  return defer(() => {
+    const logged: Logged = { problems: new Set(), noIpv6: false, failing: false };
+    return merge(
+      ruleTriggers(client, log, scheduler, opts),
+      timer(o.safetyMs, o.safetyMs, scheduler).pipe(map((): Trigger => ({ reason: 'safety' }))),
+    ).pipe(
+      coalesceTriggers(o.coalesceMs, scheduler, o.maxCoalesceMs),
+      exhaustMapWithTrailing(() => readRules(client, log, scheduler, opts, logged)),
+    );
+  });
+}
+
+/**
+ * The triggers of re-reads: the lines of the first monitor that works, or a poll timer. A
+ * monitor works when it is still running after `settleMs`; one that ends sooner is passed over
+ * for the next. A working monitor that dies later is restarted with back-off, trying the
+ * monitors in order again. Each (re)start triggers a read at once and another once the monitor
+ * has settled (a change made while it was starting is seen by that one).
+ *
+ *   nft:       #                              nft monitor fails at once
+ *   xtables:   ---c---------c-----X           stdbuf -oL xtables-monitor -e works; dies later
+ *   triggers:  ss-c-S-------c-----(back-off)s-----S...
+ *              s = start (one per monitor tried), S = settled (settleMs), c = change
+ */
+export function ruleTriggers(
+  client: IptablesClient,
+  log: Logger,
+  scheduler: SchedulerLike,
+  opts: IptablesStreamOptions = {},
+): Observable<Trigger> {
+  return defer(() => triggersOf(client, log, scheduler, opts));
+}
+
+/** `ruleTriggers` for one subscription (its state: what failed, which mode was announced). */
+function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLike, opts: IptablesStreamOptions): Observable<Trigger> {
+  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  const failures: string[] = [];
+  let announced: MonitorKind | 'poll' | undefined;
+  const announce = (mode: MonitorKind | 'poll', message: string): void => {
+    if (announced === mode) return;
+    announced = mode;
+    log.info({ mode }, message);
+  };
+
+  const poll = (why: string): Observable<Trigger> =>
+    defer(() => {
+      announce('poll', `${why}; polling the rules every ${String(o.pollMs)} ms`);
+      return merge(
+        of<Trigger>({ reason: 'start', mode: 'poll' }),
+        timer(o.pollMs, o.pollMs, scheduler).pipe(map((): Trigger => ({ reason: 'poll' }))),
+      );
+    });
+
+  const tryMonitor = (index: number): Observable<Trigger> => {
+    const kind = o.monitors[index];
+    if (kind === undefined) {
+      const why = o.monitors.length === 0 ? 'no rule monitor configured' : `no rule monitor works (${failures.join('; ')})`;
+      return poll(why);
+    }
+    return defer(() => {
+      let settled = false;
+      return merge(
+        of<Trigger>({ reason: 'start', mode: kind }),
+        client.monitor(kind).pipe(
+          map((): Trigger => ({ reason: 'change', mode: kind })),
+          concatWith(throwError(() => new Error(`${monitorCommands[kind]} exited`))),
+        ),
+        timer(o.settleMs, scheduler).pipe(
+          tap(() => {
+            settled = true;
+            failures.length = 0;
+            announce(kind, `watching rule changes with ${monitorCommands[kind]}`);
+          }),
+          map((): Trigger => ({ reason: 'settled', mode: kind })),
+        ),
+      ).pipe(
+        catchError((error: unknown) => {
+          if (settled) return throwError(() => error); // a working monitor died: restart below
+          failures.push(`${monitorCommands[kind]}: ${message(error)}`);
+          log.debug({ monitor: kind }, `${monitorCommands[kind]} does not work here (${message(error)}); trying the next way`);
+          return tryMonitor(index + 1);
+        }),
+      );
+    });
+  };
+
+  const watch = defer(() => {
+    failures.length = 0;
+    return tryMonitor(0);
+  }).pipe(
+    reconnectWithBackoff({
+      ...opts.backoff,
+      scheduler,
+      onRetry: (error, attempt, delayMs) => {
+        announced = undefined;
+        log.warn({ attempt, delayMs }, `the rule monitor stopped (${message(error)}); restarting it and re-reading the rules in ${String(delayMs)} ms`);
+      },
+    }),
+  );
+
+  if (o.monitors.length === 0) return poll('no rule monitor configured');
+  return client.version().pipe(
+    catchError((error: unknown) => {
+      log.debug(`iptables --version failed (${message(error)}); assuming the nf_tables flavour`);
+      return of('');
+    }),
+    defaultIfEmpty(''),
+    take(1),
+    concatMap((version) =>
+      /\blegacy\b/.test(version) ? poll('iptables is the legacy flavour, whose changes no monitor reports') : watch,
+    ),
+  );
+}
+
+/** Reads both families and parses them into one snapshot; retries (with back-off) until both reads succeed. */
+function readRules(
+  client: IptablesClient,
+  log: Logger,
+  scheduler: SchedulerLike,
+  opts: IptablesStreamOptions,
+  state: Logged,
+): Observable<SourceEvent> {
+  const rules = opts.rules ?? cniPortmapRules;
+  const read = (family: Family): Observable<string> =>
+    client.save(family).pipe(
+      catchError((error: unknown) => {
+        if (family === 'ipv6' && code(error) === 'ENOENT') {
+          if (!state.noIpv6) log.info('ip6tables-save is not installed; reading IPv4 rules only');
+          state.noIpv6 = true;
+          return of('');
+        }
+        return throwError(() => error);
+      }),
+    );
+  return defer(() => forkJoin([read('ipv4'), read('ipv6')])).pipe(
+    reconnectWithBackoff({
+      ...opts.backoff,
+      scheduler,
+      onRetry: (error, attempt, delayMs) => {
+        state.failing = true;
+        log.warn({ attempt, delayMs }, `cannot read the nat table (${message(error)}); trying again in ${String(delayMs)} ms`);
+      },
+    }),
+    map(([v4, v6]) => {
+      if (state.failing) log.info('reading the nat table works again');
+      state.failing = false;
+      const owners = new Map<string, Forward[]>();
+      const problems = new Set<string>();
+      for (const [family, text] of [['ipv4', v4], ['ipv6', v6]] as const) {
+        const parsed = parseIptablesSave(text, family, rules);
+        for (const f of parsed.forwards) {
+          const list = owners.get(f.owner);
+          if (list) list.push(f);
+          else owners.set(f.owner, [f]);
+        }
+        for (const p of parsed.problems) problems.add(`${family === 'ipv4' ? 'iptables-save' : 'ip6tables-save'}: ${p}`);
+      }
+      // A rule that cannot be read is logged once, not on every re-read; again if it comes back.
+      for (const p of problems) if (!state.problems.has(p)) log.warn(p);
+      state.problems = problems;
+      return snapshot(owners);
+    }),
+  );
+}
+
+/** What one subscription has logged already, so that a re-read repeats nothing. */
+interface Logged {
+  problems: Set<string>;
+  noIpv6: boolean;
+  failing: boolean;
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function code(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+

@@ -13,6 +13,8 @@ import { diff, portSetOf, type Forward, type PortDelta } from '../src/model.js';
 import { dockerEvents, EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerEvent } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
 import { benchKubernetes } from './kubernetes.js';
+import { benchContainerd } from './containerd.js';
+import { benchIptables } from './iptables.js';
 import { startReceiver, type Received } from './receiver.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -206,5 +208,7 @@ async function benchRealDocker(): Promise<void> {
 benchDiffAndMerge();
 await benchSynthetic();
 await benchRealDocker();
+await benchContainerd(quick);
+await benchIptables(quick);
 await benchKubernetes(quick);
 printSummary();

@@ -7,11 +7,16 @@ import { moduleLogger, rootLogger } from './log.js';
 import type { SourceEvent } from './model.js';
 import type { Sink } from './sinks/sink.js';
 import { tableSink } from './sinks/table.js';
+import { listenerSink } from './sinks/listeners.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
 import { kubernetesServices } from '../streams/kubernetes.js';
+import { containerdEvents } from '../streams/containerd.js';
+import { grpcContainerdClient } from '../streams/containerdClient.js';
+import { iptablesEvents } from '../streams/iptables.js';
+import { nodeIptablesClient } from '../streams/iptablesClient.js';
 import { kubeconfigClients } from '../streams/kubernetesClient.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 
@@ -98,6 +103,10 @@ function sourceFor(kind: SourceKind, config: AgentConfig): Observable<SourceEven
   switch (kind) {
     case 'docker':
       return dockerEvents(dockerodeClient());
+    case 'containerd':
+      return containerdEvents(grpcContainerdClient(containerdSocket(config)));
+    case 'iptables':
+      return iptablesEvents(nodeIptablesClient());
     case 'kubernetes':
       return kubernetesServices(kubeconfigClients(config.kubeconfig), {
         listenerAddr: config.k8sServiceListenerAddr,
@@ -117,16 +126,26 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
       return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface) });
     case 'table':
       return tableSink(io.stdout);
+    case 'listeners':
+      return listenerSink();
     default:
       throw new Error(`no ${kind} sink in this build`);
   }
 }
 
+/** The configured socket; with auto-detection, the stock containerd's when only that one exists. */
+function containerdSocket(config: AgentConfig): string {
+  if (config.explicit.has('containerdSock') || existsSync(config.containerdSock)) return config.containerdSock;
+  return existsSync(stockContainerdSock) ? stockContainerdSock : config.containerdSock;
+}
+
+const stockContainerdSock = '/run/containerd/containerd.sock';
+
 function detect(config: AgentConfig, io: Io): Detected {
   const dockerHost = io.env['DOCKER_HOST'];
   return {
     dockerSocket: dockerHost !== undefined && dockerHost !== '' ? true : existsSync('/var/run/docker.sock'),
-    containerdSocket: existsSync(config.containerdSock) || existsSync('/run/containerd/containerd.sock'),
+    containerdSocket: existsSync(config.containerdSock) || existsSync(stockContainerdSock),
     kubeconfig: existsSync(config.kubeconfig),
     iptablesCommand: onPath('iptables-save', io.env),
     tty: io.stdout.isTTY === true,

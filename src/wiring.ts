@@ -4,8 +4,8 @@ export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes';
 export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table';
 
 /** What exists in this build. A backend or sink outside these sets is refused, never ignored. */
-export const availableSources: ReadonlySet<SourceKind> = new Set(['docker', 'kubernetes']);
-export const availableSinks: ReadonlySet<SinkKind> = new Set(['vtunnel', 'table']);
+export const availableSources: ReadonlySet<SourceKind> = new Set(['docker', 'containerd', 'iptables', 'kubernetes']);
+export const availableSinks: ReadonlySet<SinkKind> = new Set(['vtunnel', 'table', 'listeners']);
 
 /** What the machine offers, for auto-detection (no arguments at all). */
 export interface Detected {

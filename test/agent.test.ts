@@ -36,11 +36,11 @@ test('an unknown flag: one line naming it, usage, exit 2', async () => {
   assert.match(agent.stderr(), /^portstream: flag provided but not defined: -nosuchflag\nUsage of portstream:\n/);
 });
 
-test('a backend that is not built yet is refused with exit 2, not ignored', async () => {
-  const agent = startAgent('-containerd');
+test('a bad value: one line naming the flag and why, exit 2', async () => {
+  const agent = startAgent('-kubernetes', '-k8sServiceListenerAddr', '10.0.0.1');
   const { code } = await agent.exited;
   assert.equal(code, 2);
-  assert.match(agent.stderr(), /^portstream: -containerd: the containerd backend is not implemented yet\n$/);
+  assert.match(agent.stderr(), /^portstream: invalid value "10\.0\.0\.1" for flag -k8sServiceListenerAddr: must be 0\.0\.0\.0 or 127\.0\.0\.1\n/);
 });
 
 engineTest(

@@ -11,20 +11,20 @@ function config(...argv: string[]): AgentConfig {
   return parsed.config;
 }
 
-test('privileged mode sends engine ports over the vtunnel; the defaulted iptables is dropped with a notice', () => {
-  const result = wire(config('-docker', '-privilegedService'), nothing);
+test('privileged mode: engines and Kubernetes over the vtunnel, iptables (on by default) to placeholder listeners', () => {
+  const result = wire(config('-docker', '-containerd', '-kubernetes', '-privilegedService'), nothing);
   assert.ok(result.ok);
-  assert.deepEqual(result.wiring.sources, ['docker']);
-  assert.deepEqual(result.wiring.routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
-  assert.match(result.wiring.notices.join('\n'), /iptables backend is not implemented yet; running without it/);
+  assert.deepEqual(result.wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes']);
+  assert.deepEqual(result.wiring.routes, [
+    { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes'] },
+    { sink: 'listeners', sources: ['iptables'] },
+  ]);
 });
 
-test('a backend asked for explicitly but missing from this build is an error naming the flag', () => {
-  for (const flag of ['-containerd', '-iptables']) {
-    const result = wire(config('-docker', flag), nothing);
-    assert.ok(!result.ok);
-    assert.match(result.error, new RegExp(`^${flag}: .* is not implemented yet`));
-  }
+test('-iptables=false turns the default backend off', () => {
+  const result = wire(config('-docker', '-privilegedService', '-iptables=false'), nothing);
+  assert.ok(result.ok);
+  assert.deepEqual(result.wiring.routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
 });
 
 test('-hostSwitchURL is refused until its sink exists', () => {
@@ -33,11 +33,11 @@ test('-hostSwitchURL is refused until its sink exists', () => {
   assert.match(result.error, /^-hostSwitchURL: the host-switch sink/);
 });
 
-test('listener mode needs no sink for engine ports; a terminal still gets the table', () => {
-  const quiet = wire(config('-docker'), nothing);
+test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {
+  const quiet = wire(config('-docker', '-kubernetes'), nothing);
   assert.ok(quiet.ok);
-  assert.deepEqual(quiet.wiring.routes, []);
-  const onTty = wire(config('-docker'), { ...nothing, tty: true });
+  assert.deepEqual(quiet.wiring.routes, [{ sink: 'listeners', sources: ['iptables', 'kubernetes'] }]);
+  const onTty = wire(config('-docker', '-iptables=false'), { ...nothing, tty: true });
   assert.ok(onTty.ok);
   assert.deepEqual(onTty.wiring.routes, [{ sink: 'table', sources: ['docker'] }]);
 });
@@ -45,9 +45,12 @@ test('listener mode needs no sink for engine ports; a terminal still gets the ta
 test('no arguments: auto-detects what exists and shows the table', () => {
   const result = wire(config(), { ...nothing, dockerSocket: true, iptablesCommand: true });
   assert.ok(result.ok);
-  assert.deepEqual(result.wiring.sources, ['docker']);
-  assert.deepEqual(result.wiring.routes, [{ sink: 'table', sources: ['docker'] }]);
-  assert.match(result.wiring.notices.join('\n'), /auto-detected backends: docker/);
+  assert.deepEqual(result.wiring.sources, ['docker', 'iptables']);
+  assert.deepEqual(result.wiring.routes, [
+    { sink: 'listeners', sources: ['iptables'] },
+    { sink: 'table', sources: ['docker', 'iptables'] },
+  ]);
+  assert.match(result.wiring.notices.join('\n'), /auto-detected backends: docker, iptables/);
 });
 
 test('no arguments and no engine: waits for Docker rather than doing nothing', () => {

@@ -27,3 +27,23 @@ export {
 } from '../streams/docker.js';
 export { dockerodeClient } from '../streams/dockerClient.js';
 export { portsFromInspect, portsFromList } from '../streams/dockerPorts.js';
+export {
+  containerdEvents,
+  CONTAINERD_EVENTS_OPEN,
+  ownerOf as containerdOwner,
+  type ContainerdClient,
+  type ContainerdEvent,
+  type ContainerdStreamOptions,
+} from '../streams/containerd.js';
+export { grpcContainerdClient } from '../streams/containerdClient.js';
+export { portsFromLabel, portsFromNetworkConfig } from '../streams/nerdctlPorts.js';
+export { iptablesEvents, type IptablesClient, type IptablesStreamOptions } from '../streams/iptables.js';
+export { nodeIptablesClient } from '../streams/iptablesClient.js';
+export { parseIptablesSave, cniPortmapRules, type CountingRule } from '../streams/iptablesRules.js';
+export { kubernetesServices, type KubeServicesClient, type KubernetesStreamOptions } from '../streams/kubernetes.js';
+export { kubeconfigClients } from '../streams/kubernetesClient.js';
+export { forwardsOfService } from '../streams/kubeServices.js';
+export { listenerSink, nodePlaceholders, type ListenerSinkOptions, type PlaceholderBinder } from './sinks/listeners.js';
+export { coalesceTriggers } from '../operators/coalesceTriggers.js';
+export { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
+export { vsockSender } from './sinks/vsockTransport.js';

@@ -1,4 +1,5 @@
-import { asyncScheduler, Observable, type MonoTypeOperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
+import { type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
+import { windowedCoalesce } from './windowedCoalesce.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../src/model.js';
 
 /**
@@ -24,67 +25,38 @@ import { portKey, type Forward, type PortDelta, type PortKey } from '../src/mode
  */
 export function coalesceDeltas(
   windowMs: number,
-  scheduler: SchedulerLike = asyncScheduler,
+  scheduler?: SchedulerLike,
   maxWindowMs: number = windowMs,
 ): MonoTypeOperatorFunction<PortDelta> {
-  return (deltas$) =>
-    new Observable<PortDelta>((subscriber) => {
+  return windowedCoalesce<PortDelta>(
+    () => {
+      // key -> the net change inside the window; an add and a remove of one key cancel out
       const pending = new Map<PortKey, { added: boolean; forward: Forward }>();
-      let window: Subscription | undefined;
-
-      const flush = (): boolean => {
-        if (pending.size === 0) return false;
-        const added: Forward[] = [];
-        const removed: Forward[] = [];
-        for (const { added: isAdd, forward } of pending.values()) (isAdd ? added : removed).push(forward);
-        pending.clear();
-        subscriber.next({ added, removed });
-        return true;
-      };
-
-      const openWindow = (length: number): void => {
-        window = scheduler.schedule(() => {
-          window = undefined;
-          // Sustained churn widens the window (up to maxWindowMs) so writes thin out; a window
-          // that finds nothing ends the burst, and the next change passes at once again.
-          if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
-        }, length);
-      };
-
-      const fold = (delta: PortDelta): void => {
-        for (const forward of delta.removed) {
-          const key = portKey(forward);
-          if (pending.get(key)?.added === true) pending.delete(key);
-          else pending.set(key, { added: false, forward });
-        }
-        for (const forward of delta.added) {
-          const key = portKey(forward);
-          if (pending.get(key)?.added === false) pending.delete(key);
-          else pending.set(key, { added: true, forward });
-        }
-      };
-
-      const subscription = deltas$.subscribe({
-        next: (delta) => {
-          if (window) {
-            fold(delta);
-          } else {
-            subscriber.next(delta);
-            openWindow(windowMs);
+      return {
+        fold: (delta) => {
+          for (const forward of delta.removed) {
+            const key = portKey(forward);
+            if (pending.get(key)?.added === true) pending.delete(key);
+            else pending.set(key, { added: false, forward });
+          }
+          for (const forward of delta.added) {
+            const key = portKey(forward);
+            if (pending.get(key)?.added === false) pending.delete(key);
+            else pending.set(key, { added: true, forward });
           }
         },
-        error: (err: unknown) => {
-          subscriber.error(err);
+        drain: () => {
+          if (pending.size === 0) return undefined;
+          const added: Forward[] = [];
+          const removed: Forward[] = [];
+          for (const { added: isAdd, forward } of pending.values()) (isAdd ? added : removed).push(forward);
+          pending.clear();
+          return { value: { added, removed } };
         },
-        complete: () => {
-          window?.unsubscribe();
-          flush();
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        window?.unsubscribe();
       };
-    });
+    },
+    windowMs,
+    scheduler,
+    maxWindowMs,
+  );
 }

@@ -1,4 +1,5 @@
-import { asyncScheduler, Observable, type MonoTypeOperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
+import { type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
+import { windowedCoalesce } from './windowedCoalesce.js';
 
 /**
  * Thins a stream of "something changed, look again" signals without delaying a lone one. The
@@ -19,50 +20,23 @@ import { asyncScheduler, Observable, type MonoTypeOperatorFunction, type Schedul
  */
 export function coalesceTriggers<T>(
   windowMs: number,
-  scheduler: SchedulerLike = asyncScheduler,
+  scheduler?: SchedulerLike,
   maxWindowMs: number = windowMs,
 ): MonoTypeOperatorFunction<T> {
-  return (triggers$) =>
-    new Observable<T>((subscriber) => {
-      let pending: { value: T } | undefined;
-      let window: Subscription | undefined;
-
-      const flush = (): boolean => {
-        if (!pending) return false;
-        const { value } = pending;
-        pending = undefined;
-        subscriber.next(value);
-        return true;
-      };
-
-      const openWindow = (length: number): void => {
-        window = scheduler.schedule(() => {
-          window = undefined;
-          if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
-        }, length);
-      };
-
-      const subscription = triggers$.subscribe({
-        next: (value) => {
-          if (window) {
-            pending = { value };
-          } else {
-            subscriber.next(value);
-            openWindow(windowMs);
-          }
+  return windowedCoalesce<T>(
+    () => {
+      let latest: { value: T } | undefined;
+      return {
+        fold: (value) => (latest = { value }),
+        drain: () => {
+          const drained = latest;
+          latest = undefined;
+          return drained;
         },
-        error: (err: unknown) => {
-          subscriber.error(err);
-        },
-        complete: () => {
-          window?.unsubscribe();
-          flush();
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        window?.unsubscribe();
       };
-    });
+    },
+    windowMs,
+    scheduler,
+    maxWindowMs,
+  );
 }

@@ -19,6 +19,7 @@ import { iptablesEvents } from '../streams/iptables.js';
 import { nodeIptablesClient } from '../streams/iptablesClient.js';
 import { kubeconfigClients } from '../streams/kubernetesClient.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
+import { errorMessage } from './errors.js';
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -59,7 +60,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     sources = Object.fromEntries(wired.wiring.sources.map((kind) => [kind, sourceFor(kind, config)]));
     routes = wired.wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
   } catch (error) {
-    io.stderr.write(`portstream: ${error instanceof Error ? error.message : String(error)}\n`);
+    io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
   return run({ sources, routes }, wired.wiring, io);

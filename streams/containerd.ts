@@ -24,6 +24,7 @@ import type { ContainerUpdate__Output } from './containerd-types/containerd/even
 import type { ContainerDelete__Output } from './containerd-types/containerd/events/ContainerDelete.js';
 import type { Process__Output } from './containerd-types/containerd/v1/types/Process.js';
 import type { Container__Output } from './containerd-types/containerd/services/containers/v1/Container.js';
+import { errorMessage } from '../src/errors.js';
 
 /** The event topics portstream follows, with the payload each carries (decoded from the envelope's `Any`). */
 export type ContainerdEvent =
@@ -118,7 +119,7 @@ export function containerdEvents(client: ContainerdClient, opts: ContainerdStrea
       ...(opts.scheduler && { scheduler: opts.scheduler }),
       onRetry: (error, attempt, delayMs) => {
         const what = connected ? 'lost containerd' : 'cannot reach containerd';
-        log.warn({ attempt, delayMs }, `${what} (${message(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
+        log.warn({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
       },
     }),
@@ -178,7 +179,7 @@ function handle(ctx: Ctx, e: ContainerdEvent): Observable<SourceEvent> {
           }
           // Not the container's fault: if containerd is going away the event stream ends too and
           // the re-list repairs this; otherwise the ports are missing until the container's next event.
-          log.error({ container: id, namespace: e.namespace }, `cannot look up container ${name(e.namespace, id)} after its task started (${message(error)}); its ports are not forwarded`);
+          log.error({ container: id, namespace: e.namespace }, `cannot look up container ${name(e.namespace, id)} after its task started (${errorMessage(error)}); its ports are not forwarded`);
           return EMPTY;
         }),
       );
@@ -223,7 +224,7 @@ function portsOf(ctx: Ctx, namespace: string, id: string, labels: Readonly<Recor
       return ctx.client.networkConfig(source.dir).pipe(
         map((text) => (text === undefined ? [] : report(ctx.log, namespace, id, portsFromNetworkConfig(owner, text)))),
         catchError((error: unknown) =>
-          of(report(ctx.log, namespace, id, { forwards: [], problems: [`cannot read ${source.dir}/${networkConfigFile} (${message(error)})`] })),
+          of(report(ctx.log, namespace, id, { forwards: [], problems: [`cannot read ${source.dir}/${networkConfigFile} (${errorMessage(error)})`] })),
         ),
       );
   }
@@ -249,6 +250,3 @@ function grpcCode(error: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
-export function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

@@ -14,6 +14,7 @@ import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
 import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed } from './dockerPorts.js';
+import { errorMessage } from '../src/errors.js';
 
 /** The slice of a Docker event that portstream reads. */
 export interface DockerEvent {
@@ -88,7 +89,7 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
       ...(opts.scheduler && { scheduler: opts.scheduler }),
       onRetry: (error, attempt, delayMs) => {
         const what = connected ? 'lost the Docker engine' : 'cannot reach the Docker engine';
-        log.warn({ attempt, delayMs }, `${what} (${message(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
+        log.warn({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
       },
     }),
@@ -122,7 +123,7 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger): Observab
       if (statusCode(error) === 404) return of(remove(id));
       // Not the container's fault: if the engine is going away the event stream ends too and
       // the re-list repairs this; otherwise the container's ports are missing until its next event.
-      log.error({ container: id }, `cannot inspect container ${id.slice(0, 12)} after its start (${message(error)}); its ports are not forwarded`);
+      log.error({ container: id }, `cannot inspect container ${id.slice(0, 12)} after its start (${errorMessage(error)}); its ports are not forwarded`);
       return EMPTY;
     }),
   );
@@ -138,7 +139,4 @@ function statusCode(error: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
-export function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 

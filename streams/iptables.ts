@@ -22,6 +22,7 @@ import { coalesceTriggers } from '../operators/coalesceTriggers.js';
 import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { cniPortmapRules, parseIptablesSave, type CountingRule, type Family } from './iptablesRules.js';
+import { errorMessage } from '../src/errors.js';
 
 export type { Family } from './iptablesRules.js';
 
@@ -189,8 +190,8 @@ function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLik
       ).pipe(
         catchError((error: unknown) => {
           if (settled) return throwError(() => error); // a working monitor died: restart below
-          failures.push(`${monitorCommands[kind]}: ${message(error)}`);
-          log.debug({ monitor: kind }, `${monitorCommands[kind]} does not work here (${message(error)}); trying the next way`);
+          failures.push(`${monitorCommands[kind]}: ${errorMessage(error)}`);
+          log.debug({ monitor: kind }, `${monitorCommands[kind]} does not work here (${errorMessage(error)}); trying the next way`);
           return tryMonitor(index + 1);
         }),
       );
@@ -206,7 +207,7 @@ function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLik
       scheduler,
       onRetry: (error, attempt, delayMs) => {
         announced = undefined;
-        log.warn({ attempt, delayMs }, `the rule monitor stopped (${message(error)}); restarting it and re-reading the rules in ${String(delayMs)} ms`);
+        log.warn({ attempt, delayMs }, `the rule monitor stopped (${errorMessage(error)}); restarting it and re-reading the rules in ${String(delayMs)} ms`);
       },
     }),
   );
@@ -214,7 +215,7 @@ function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLik
   if (o.monitors.length === 0) return poll('no rule monitor configured');
   return client.version().pipe(
     catchError((error: unknown) => {
-      log.debug(`iptables --version failed (${message(error)}); assuming the nf_tables flavour`);
+      log.debug(`iptables --version failed (${errorMessage(error)}); assuming the nf_tables flavour`);
       return of('');
     }),
     defaultIfEmpty(''),
@@ -251,7 +252,7 @@ function readRules(
       scheduler,
       onRetry: (error, attempt, delayMs) => {
         state.failing = true;
-        log.warn({ attempt, delayMs }, `cannot read the nat table (${message(error)}); trying again in ${String(delayMs)} ms`);
+        log.warn({ attempt, delayMs }, `cannot read the nat table (${errorMessage(error)}); trying again in ${String(delayMs)} ms`);
       },
     }),
     map(([v4, v6]) => {
@@ -291,7 +292,4 @@ function code(error: unknown): unknown {
   return (error as { code?: unknown } | null)?.code;
 }
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
 

@@ -20,6 +20,7 @@ import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
 import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { apiServerForward, apiServerOwner, forwardsOfService, serviceName, type KubeService } from './kubeServices.js';
+import { errorMessage } from '../src/errors.js';
 
 /** A `v1.ServiceList` as `GET /api/v1/services` returns it. */
 export interface KubeServiceList {
@@ -164,12 +165,12 @@ function follow(client: KubeServicesClient, ctx: Context): Observable<SourceEven
         if (error instanceof WatchEnded) {
           log.debug({ attempt, delayMs }, `${error.message}; ${wait}`);
         } else if (isGone(error)) {
-          log.info({ attempt, delayMs }, `the Service watch expired (410 Gone: ${message(error)}); ${wait}`);
+          log.info({ attempt, delayMs }, `the Service watch expired (410 Gone: ${errorMessage(error)}); ${wait}`);
         } else if (connected) {
-          log.warn({ attempt, delayMs }, `lost the Kubernetes API server (${message(error)}); reconnecting and ${wait}`);
+          log.warn({ attempt, delayMs }, `lost the Kubernetes API server (${errorMessage(error)}); reconnecting and ${wait}`);
           connected = false;
         } else {
-          log.warn({ attempt, delayMs }, `cannot reach the Kubernetes API server (${message(error)}); retrying in ${String(delayMs)} ms`);
+          log.warn({ attempt, delayMs }, `cannot reach the Kubernetes API server (${errorMessage(error)}); retrying in ${String(delayMs)} ms`);
         }
       },
     }),
@@ -262,6 +263,3 @@ function isGone(error: unknown): boolean {
   return e?.statusCode === 410 || e?.code === 410;
 }
 
-export function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}

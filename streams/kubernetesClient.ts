@@ -4,7 +4,8 @@ import type * as k8s from '@kubernetes/client-node';
 import { catchError, concatMap, defer, EMPTY, from, map, Observable, throwError } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { watchFileContents, type FileWatchOptions } from './kubeconfigFile.js';
-import { KubeStatusError, message, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
+import { KubeStatusError, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
+import { errorMessage } from '../src/errors.js';
 
 type K8s = typeof k8s;
 
@@ -91,7 +92,7 @@ export async function clientFromKubeconfig(
   try {
     kc.loadFromString(text);
   } catch (error) {
-    throw new Error(`it is not a kubeconfig (${message(error)})`, { cause: error });
+    throw new Error(`it is not a kubeconfig (${errorMessage(error)})`, { cause: error });
   }
   kc.makePathsAbsolute(dirname(path));
   const cluster = kc.getCurrentCluster();
@@ -114,7 +115,7 @@ export function kubeconfigClients(path: string, opts: KubeClientOptions & FileWa
           return client;
         }),
         catchError((error: unknown) => {
-          log.warn({ path }, `cannot use the kubeconfig ${path}: ${message(error)}; waiting for it to change`);
+          log.warn({ path }, `cannot use the kubeconfig ${path}: ${errorMessage(error)}; waiting for it to change`);
           return EMPTY;
         }),
       ),

@@ -4,6 +4,7 @@ import { asyncScheduler, defer, Observable, retry, tap, timer, type SchedulerLik
 import { moduleLogger, type Logger } from '../log.js';
 import { portKey, type Forward, type PortKey } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
+import { errorMessage } from '../errors.js';
 
 /**
  * Placeholder listeners (contracts.md "Placeholder listeners"): a port exists in the VM only so
@@ -197,6 +198,6 @@ function errorCode(error: unknown): unknown {
 
 function describeBindError(error: unknown): string {
   const code = errorCode(error);
-  const text = error instanceof Error ? error.message : String(error);
+  const text = errorMessage(error);
   return typeof code === 'string' && !text.includes(code) ? `${code}: ${text}` : text;
 }

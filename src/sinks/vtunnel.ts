@@ -20,6 +20,7 @@ import { encodePortMapping, type ConnectAddr } from './vtunnelWire.js';
 import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 import { parseVtunnelAddr } from './vtunnelAddress.js';
 import { vsockSender } from './vsockTransport.js';
+import { errorMessage } from '../errors.js';
 
 export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 
@@ -173,7 +174,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
         inSync = false;
         failures += 1;
         attempt += 1;
-        lastError = err instanceof Error ? err.message : String(err);
+        lastError = errorMessage(err);
         const retryInMs = retryDelay(attempt, opts.backoff, random);
         const ports = plan.adds.length + plan.removes.length;
         // The first failure of an outage is news; its repeats are not.

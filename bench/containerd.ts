@@ -10,48 +10,13 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Subject, defer, delay, of, tap } from 'rxjs';
-import { createAgent } from '../src/agent.js';
-import { vtunnelSink } from '../src/sinks/vtunnel.js';
 import { CONTAINERD_EVENTS_OPEN, containerdEvents, type ContainerdClient, type ContainerdEvent } from '../streams/containerd.js';
 import { grpcContainerdClient } from '../streams/containerdClient.js';
-import { startReceiver, type Received } from './receiver.js';
+import type { Received } from './receiver.js';
+import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, report, round } from './stats.js';
 import { gateFor } from '../test/engines.js';
 import { containerdNeeds, ctrImage, OwnContainerd } from '../test/containerdEngine.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const end = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > end) return false;
-    await sleep(1);
-  }
-  return true;
-}
-
-async function runAgent(client: ContainerdClient): Promise<{ messages: Received[]; stop: () => Promise<void> }> {
-  const receiver = await startReceiver();
-  const stop$ = new Subject<void>();
-  let done!: () => void;
-  const finished = new Promise<void>((resolve) => (done = resolve));
-  createAgent(
-    {
-      sources: { containerd: containerdEvents(client, { backoff: { initialMs: 50, maxMs: 500 } }) },
-      routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: [] }), sources: ['containerd'] }],
-    },
-    stop$,
-  ).subscribe({ complete: done });
-  await sleep(200);
-  return {
-    messages: receiver.messages,
-    stop: async () => {
-      stop$.next();
-      await finished;
-      await receiver.close();
-    },
-  };
-}
 
 /** The first message at or after index `from` that carries `hostPort` (an add, or a removal). */
 function messageFor(messages: readonly Received[], hostPort: number, remove: boolean, from = 0): Received | undefined {
@@ -95,7 +60,7 @@ function scriptedContainerd(): { client: ContainerdClient; start: (id: string, h
 
 async function benchSynthetic(quick: boolean): Promise<void> {
   const engine = scriptedContainerd();
-  const agent = await runAgent(engine.client);
+  const agent = await runVtunnelAgent('containerd', containerdEvents(engine.client, { backoff: { initialMs: 50, maxMs: 500 } }));
   const starts: number[] = [];
   const exits: number[] = [];
   const n = quick ? 50 : 200;
@@ -148,7 +113,7 @@ async function benchReal(quick: boolean): Promise<void> {
           }),
         ),
     };
-    const agent = await runAgent(client);
+    const agent = await runVtunnelAgent('containerd', containerdEvents(client, { backoff: { initialMs: 50, maxMs: 500 } }));
     const starts: number[] = [];
     const exits: number[] = [];
     try {

@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { findBinary } from '../test/engines.js';
 import { listeningKeys, nat, NatChains, ownListeningKeys, restore, sweepLeftovers } from '../test/iptablesHarness.js';
 import { percentile, report, round } from './stats.js';
+import { sleep, until } from './harness.js';
 
 const agentScript = new URL('./iptablesAgent.ts', import.meta.url).pathname;
 
@@ -69,7 +70,6 @@ async function startAgent(args: readonly string[]): Promise<AgentProcess> {
   };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Whether something accepts a TCP connection on 127.0.0.1:port (a placeholder accepts, then resets). */
 function accepts(port: number): Promise<boolean> {
@@ -84,16 +84,6 @@ function accepts(port: number): Promise<boolean> {
       resolve(false);
     });
   });
-}
-
-/** Tries every millisecond or so until `check` holds; the time it took, or undefined after `timeoutMs`. */
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 1): Promise<number | undefined> {
-  const start = performance.now();
-  for (;;) {
-    if (await check()) return performance.now() - start;
-    if (performance.now() - start > timeoutMs) return undefined;
-    await sleep(intervalMs);
-  }
 }
 
 /** Latency samples: add a rule, time until its placeholder accepts; remove it, wait until it is gone. */

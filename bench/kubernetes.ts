@@ -19,18 +19,8 @@ import { kubernetesServices } from '../streams/kubernetes.js';
 import { kubeconfigClients } from '../streams/kubernetesClient.js';
 import { makeTestPki, startFakeApiServer } from '../test/fakeApiServer.js';
 import { findBinary } from '../test/engines.js';
+import { sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const end = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > end) return false;
-    await sleep(1);
-  }
-  return true;
-}
 
 export async function benchKubernetes(quick: boolean): Promise<void> {
   if (findBinary('openssl') === undefined) {
@@ -51,7 +41,7 @@ export async function benchKubernetes(quick: boolean): Promise<void> {
       if (event.type === 'snapshot') snapshots++;
       if (event.type === 'upsert') for (const f of event.forwards) if (!seen.has(f.hostPort)) seen.set(f.hostPort, at);
     });
-    if (!(await until(() => snapshots >= 2 && server.openWatches === 1, 10_000))) {
+    if ((await until(() => snapshots >= 2 && server.openWatches === 1, 10_000)) === undefined) {
       process.stderr.write('bench: the kubernetes stream did not list and watch the fake API server within 10 s; skipping\n');
       return;
     }
@@ -81,7 +71,7 @@ export async function benchKubernetes(quick: boolean): Promise<void> {
     for (let i = 0; i < burst; i++) server.create({ name: `burst-${String(i)}`, type: 'LoadBalancer', ports: [{ port: 20_000 + i }] });
     const all = await until(() => Array.from({ length: burst }, (_, i) => 20_000 + i).every((p) => seen.has(p)), 10_000);
     const last = Math.max(...Array.from({ length: burst }, (_, i) => seen.get(20_000 + i) ?? Number.NaN));
-    report({ name: 'kubernetes.burst100.last_upsert', value: round(last - t0), unit: 'ms', complete: all, note: '100 Services created at once' });
+    report({ name: 'kubernetes.burst100.last_upsert', value: round(last - t0), unit: 'ms', complete: all !== undefined, note: '100 Services created at once' });
   } finally {
     subscription?.unsubscribe();
     await server.close();

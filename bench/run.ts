@@ -4,10 +4,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Subject, defer, delay, of, tap } from 'rxjs';
-import { createAgent } from '../src/agent.js';
 import { setRootLogger } from '../src/log.js';
 import { pino } from 'pino';
-import { vtunnelSink } from '../src/sinks/vtunnel.js';
 import { refCountClaims } from '../operators/mergeDeltas.js';
 import { diff, portSetOf, type Forward, type PortDelta } from '../src/model.js';
 import { dockerEvents, EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerEvent } from '../streams/docker.js';
@@ -15,7 +13,7 @@ import { dockerodeClient } from '../streams/dockerClient.js';
 import { benchKubernetes } from './kubernetes.js';
 import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
-import { startReceiver, type Received } from './receiver.js';
+import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
 
@@ -88,43 +86,9 @@ function scriptedDocker(): { client: DockerClient; start: (id: string, hostPort:
   };
 }
 
-async function runAgent(client: DockerClient): Promise<{ messages: Received[]; stop: () => Promise<void> }> {
-  const receiver = await startReceiver();
-  const stop$ = new Subject<void>();
-  let done!: () => void;
-  const finished = new Promise<void>((resolve) => (done = resolve));
-  createAgent(
-    {
-      sources: { docker: dockerEvents(client, { backoff: { initialMs: 50, maxMs: 500 } }) },
-      routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: [] }), sources: ['docker'] }],
-    },
-    stop$,
-  ).subscribe({ complete: done });
-  await sleep(200);
-  return {
-    messages: receiver.messages,
-    stop: async () => {
-      stop$.next();
-      await finished;
-      await receiver.close();
-    },
-  };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const end = performance.now() + timeoutMs;
-  while (!check()) {
-    if (performance.now() > end) return false;
-    await sleep(1);
-  }
-  return true;
-}
-
 async function benchSynthetic(): Promise<void> {
   const engine = scriptedDocker();
-  const agent = await runAgent(engine.client);
+  const agent = await runVtunnelAgent('docker', dockerEvents(engine.client, { backoff: { initialMs: 50, maxMs: 500 } }));
   // Lone events, spaced so none shares a coalescing window: latency from event to sink write.
   const latencies: number[] = [];
   const n = quick ? 50 : 200;
@@ -146,7 +110,7 @@ async function benchSynthetic(): Promise<void> {
   for (let i = 0; i < 100; i++) engine.start(`burst${String(i)}`, 30_000 + i);
   const all = await until(() => new Set(agent.messages.slice(before).flatMap((m) => m.hostPorts)).size >= 100, 5000);
   const writes = agent.messages.length - before;
-  report({ name: 'docker.synthetic.burst100.writes', value: writes, unit: 'writes', complete: all, target: '<= 10 writes' });
+  report({ name: 'docker.synthetic.burst100.writes', value: writes, unit: 'writes', complete: all !== undefined, target: '<= 10 writes' });
   report({ name: 'docker.synthetic.burst100.last_forward', value: round((agent.messages.at(-1)?.at ?? t0) - t0), unit: 'ms' });
   await agent.stop();
 }
@@ -169,7 +133,7 @@ async function benchRealDocker(): Promise<void> {
         }),
       ),
   };
-  const agent = await runAgent(client);
+  const agent = await runVtunnelAgent('docker', dockerEvents(client, { backoff: { initialMs: 50, maxMs: 500 } }));
   try {
     const overhead: number[] = [];
     const n = quick ? 10 : 30;
@@ -197,7 +161,7 @@ async function benchRealDocker(): Promise<void> {
     );
     const all = await until(() => new Set(agent.messages.slice(before).filter((m) => !m.remove).flatMap((m) => m.hostPorts)).size >= burst, 30_000);
     const adds = agent.messages.slice(before).filter((m) => !m.remove);
-    report({ name: `docker.real.burst${String(burst)}.writes`, value: adds.length, unit: 'writes', complete: all, note: `${String(burst)} concurrent docker run; dockerd spreads the starts over the time below` });
+    report({ name: `docker.real.burst${String(burst)}.writes`, value: adds.length, unit: 'writes', complete: all !== undefined, note: `${String(burst)} concurrent docker run; dockerd spreads the starts over the time below` });
     report({ name: `docker.real.burst${String(burst)}.last_forward`, value: round((adds.at(-1)?.at ?? t0) - t0), unit: 'ms', note: 'from the first docker run call' });
   } finally {
     await removeTestContainers();

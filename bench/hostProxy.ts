@@ -13,7 +13,10 @@ import { percentile, report, round } from './stats.js';
 
 const VM = '127.0.0.2';
 
-/** A server on the VM address: `bulk` streams `bytes` then ends; `hello` writes one byte. */
+/**
+ * A server on the VM address, told what to do by the first bytes: `bulk` streams `bytes` then
+ * ends; `sink` reads to the end of stream and answers `ok`; anything else gets one byte.
+ */
 async function vmServer(bytes: number): Promise<{ port: number; close: () => Promise<void> }> {
   const chunk = Buffer.alloc(256 * 1024, 0x5a);
   const sockets = new Set<net.Socket>();
@@ -22,7 +25,13 @@ async function vmServer(bytes: number): Promise<{ port: number; close: () => Pro
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     socket.once('data', (request: Buffer) => {
-      if (request.toString() !== 'bulk') {
+      const command = request.subarray(0, 4).toString();
+      if (command === 'sink') {
+        socket.resume();
+        socket.once('end', () => socket.end('ok'));
+        return;
+      }
+      if (command !== 'bulk') {
         socket.end('!');
         return;
       }
@@ -101,6 +110,35 @@ function download(host: string, port: number, bytes: number): Promise<number> {
   });
 }
 
+/** Uploads `bytes` through `host` and waits for the server's answer; resolves to MB/s. */
+function upload(host: string, port: number, bytes: number): Promise<number> {
+  const chunk = Buffer.alloc(256 * 1024, 0x5a);
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let sent = 0;
+    const socket = net.connect({ host, port, noDelay: true }, () => {
+      socket.write('sink');
+      const pump = (): void => {
+        while (sent < bytes) {
+          sent += chunk.length;
+          if (!socket.write(chunk)) {
+            socket.once('drain', pump);
+            return;
+          }
+        }
+        socket.end();
+      };
+      pump();
+    });
+    socket.once('data', () => {
+      const seconds = (performance.now() - t0) / 1000;
+      socket.destroy();
+      resolve(sent / 1e6 / seconds);
+    });
+    socket.once('error', reject);
+  });
+}
+
 /** Connect, ask, and wait for the first byte of the answer; resolves to ms. */
 function firstByte(host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -121,21 +159,27 @@ export async function benchHostProxy(quick: boolean): Promise<void> {
   const server = await vmServer(bytes);
   const proxy = await proxyWorker(server.port);
   try {
-    // Warm both paths, then alternate so that neither gets the quieter moments.
-    await download(VM, server.port, bytes);
-    await download('127.0.0.1', server.port, bytes);
-    const direct: number[] = [];
-    const proxied: number[] = [];
-    for (let i = 0; i < runs; i++) {
-      direct.push(await download(VM, server.port, bytes));
-      proxied.push(await download('127.0.0.1', server.port, bytes));
-    }
-    const d = percentile(direct, 50);
-    const p = percentile(proxied, 50);
     const mib = String(bytes >> 20);
-    report({ name: 'host.proxy.throughput.direct', value: round(d, 1), unit: 'MB/s', runs, note: `median of ${String(runs)} downloads of ${mib} MiB over loopback` });
-    report({ name: 'host.proxy.throughput.proxied', value: round(p, 1), unit: 'MB/s', runs, note: `the same through portstream host's TCP proxy (worker thread)` });
-    report({ name: 'host.proxy.throughput.ratio', value: round(p / d, 3), unit: 'x', target: '>= 0.8', note: 'proxied / direct' });
+    for (const [direction, transfer] of [
+      ['download', download],
+      ['upload', upload],
+    ] as const) {
+      // Warm both paths, then alternate so that neither gets the quieter moments.
+      await transfer(VM, server.port, bytes);
+      await transfer('127.0.0.1', server.port, bytes);
+      const direct: number[] = [];
+      const proxied: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        direct.push(await transfer(VM, server.port, bytes));
+        proxied.push(await transfer('127.0.0.1', server.port, bytes));
+      }
+      const d = percentile(direct, 50);
+      const p = percentile(proxied, 50);
+      const what = direction === 'download' ? 'VM to host client, as an HTTP response' : 'host client to VM';
+      report({ name: `host.proxy.${direction}.direct`, value: round(d, 1), unit: 'MB/s', runs, note: `median of ${String(runs)} transfers of ${mib} MiB over loopback (${what})` });
+      report({ name: `host.proxy.${direction}.proxied`, value: round(p, 1), unit: 'MB/s', runs, note: "the same through portstream host's TCP proxy (a worker thread)" });
+      report({ name: `host.proxy.${direction}.ratio`, value: round(p / d, 3), unit: 'x', target: '>= 0.8', note: 'proxied / direct throughput' });
+    }
 
     const directMs: number[] = [];
     const proxiedMs: number[] = [];
@@ -149,6 +193,7 @@ export async function benchHostProxy(quick: boolean): Promise<void> {
     report({ name: 'host.proxy.connect.proxied.p50', value: round(pc), unit: 'ms', samples: connects });
     report({ name: 'host.proxy.connect.proxied.p99', value: round(percentile(proxiedMs, 99)), unit: 'ms', samples: connects });
     report({ name: 'host.proxy.connect.overhead.p50', value: round(pc - dc), unit: 'ms', note: 'the proxy accepts, then connects to the VM, then relays' });
+    report({ name: 'host.proxy.connect.ratio', value: round(dc / pc, 3), unit: 'x', note: 'direct / proxied set-up time (1 = no cost)' });
   } finally {
     await proxy.close();
     await server.close();

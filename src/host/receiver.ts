@@ -1,0 +1,281 @@
+import net from 'node:net';
+import { defer, filter, map, merge, Observable, share, Subject, type SchedulerLike } from 'rxjs';
+import { moduleLogger, type Logger } from '../log.js';
+import type { BackoffOptions } from '../../operators/reconnectWithBackoff.js';
+import { parseVtunnelAddr } from '../sinks/vtunnelAddress.js';
+import { manageBindings, type BindingEvent, type OpenProxy } from './bindings.js';
+import { hostPort, maxPortMappingBytes, parsePortMapping, type HostBinding, type PortMapping } from './portMapping.js';
+import { proxyOpener, type ProxyOptions } from './proxy.js';
+
+/**
+ * `portstream host`, the host-side receiver, as a library: a TCP server that takes one
+ * PortMapping per connection (the vtunnel wire of contracts.md) and keeps one proxy per binding
+ * (see `manageBindings` and `proxy.ts`).
+ *
+ *   const host = await startHostReceiver({ listen: '127.0.0.1:3040' });
+ *   ...
+ *   await host.close();
+ */
+
+export interface HostReceiverOptions {
+  /** Where the agent's messages arrive: `HOST:PORT` (`[::1]:PORT`), or host and port (port 0: any). */
+  readonly listen: string | { readonly host: string; readonly port: number };
+  /** A message larger than this is dropped unread. */
+  readonly maxMessageBytes?: number;
+  /** A client must send its whole message within this; otherwise it is logged and disconnected. */
+  readonly messageTimeoutMs?: number;
+  /** Connections beyond this many at once are closed at once. */
+  readonly maxClients?: number;
+  readonly proxy?: ProxyOptions;
+  /** Replaces the real proxies (tests). */
+  readonly open?: OpenProxy;
+  /** Back-off of a listen that fails (host port taken). */
+  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
+  readonly random?: () => number;
+  readonly scheduler?: SchedulerLike;
+  readonly log?: Logger;
+}
+
+export const receiverDefaults = { listen: '127.0.0.1:3040', messageTimeoutMs: 10_000, maxClients: 64 } as const;
+
+/** What the message server tells. `from` is the client's `ip:port`. */
+export type ServerEvent =
+  | { readonly type: 'listening'; readonly host: string; readonly port: number }
+  | { readonly type: 'message'; readonly from: string; readonly mapping: PortMapping }
+  | { readonly type: 'rejected'; readonly from: string; readonly error: string };
+
+export type HostEvent = ServerEvent | BindingEvent;
+
+/** Splits `-listen`; the error is one line for the command line. */
+export function parseListenAddr(listen: HostReceiverOptions['listen']): { host: string; port: number } | { error: string } {
+  if (typeof listen !== 'string') return { host: listen.host, port: listen.port };
+  const target = parseVtunnelAddr(listen);
+  if ('error' in target) return { error: target.error.replace('HOST:PORT or vsock://CID:PORT', 'HOST:PORT') };
+  if (target.kind === 'vsock') return { error: 'the host side listens on TCP only (HOST:PORT); AF_VSOCK is bridged to it by the host' };
+  return { host: target.host, port: target.port };
+}
+
+/**
+ * The message server alone: listens, reads one message per connection (up to the first newline,
+ * or to the end of stream), parses it strictly, then half-closes. Bad input is logged once per
+ * message and reported as `rejected`; it never ends the stream. Unsubscribing closes the server
+ * and every client connection.
+ */
+export function portMappingServer(opts: HostReceiverOptions): Observable<ServerEvent> {
+  const log = opts.log ?? moduleLogger('host');
+  const maxBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
+  const messageTimeoutMs = opts.messageTimeoutMs ?? receiverDefaults.messageTimeoutMs;
+  return new Observable<ServerEvent>((subscriber) => {
+    const address = parseListenAddr(opts.listen);
+    if ('error' in address) {
+      subscriber.error(new Error(`-listen ${JSON.stringify(opts.listen)}: ${address.error}`));
+      return;
+    }
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer();
+    server.maxConnections = opts.maxClients ?? receiverDefaults.maxClients;
+    let listening = false;
+
+    const reject = (from: string, error: string): void => {
+      log.warn({ from, err: error }, `dropped a PortMapping from ${from}: ${error}`);
+      subscriber.next({ type: 'rejected', from, error });
+    };
+
+    server.on('connection', (socket) => {
+      const from = hostPort(socket.remoteAddress ?? 'unknown', socket.remotePort ?? 0);
+      sockets.add(socket);
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let done = false;
+      const timer = setTimeout(() => {
+        if (!done) reject(from, `sent no complete message within ${String(messageTimeoutMs)} ms; disconnected`);
+        done = true;
+        socket.destroy();
+      }, messageTimeoutMs);
+
+      const finish = (message: Buffer): void => {
+        done = true;
+        // No reply on this wire: half-close, and let the client's end of stream close the socket.
+        socket.end();
+        const parsed = parsePortMapping(message, maxBytes);
+        if (!parsed.ok) {
+          reject(from, parsed.error);
+          return;
+        }
+        const { mapping } = parsed;
+        log.debug(
+          { from, remove: mapping.remove, bindings: mapping.bindings.length },
+          `${mapping.remove ? 'remove' : 'add'} ${describeBindings(mapping.bindings)} (from ${from})`,
+        );
+        subscriber.next({ type: 'message', from, mapping });
+      };
+
+      socket.on('data', (chunk: Buffer) => {
+        if (done) return; // anything after the message is read and ignored
+        const newline = chunk.indexOf(10);
+        const part = newline < 0 ? chunk : chunk.subarray(0, newline + 1);
+        size += part.length;
+        if (size > maxBytes) {
+          done = true;
+          reject(from, `message larger than the limit of ${String(maxBytes)} bytes`);
+          socket.destroy();
+          return;
+        }
+        chunks.push(part);
+        if (newline >= 0) finish(Buffer.concat(chunks));
+      });
+      socket.once('end', () => {
+        if (done) return;
+        if (size === 0) {
+          done = true;
+          log.debug({ from }, `${from} connected and closed without sending anything`);
+          return;
+        }
+        finish(Buffer.concat(chunks));
+      });
+      socket.on('error', (err) => {
+        if (!done) log.debug({ from, err: err.message }, `the connection from ${from} failed: ${err.message}`);
+        done = true;
+      });
+      socket.once('close', () => {
+        clearTimeout(timer);
+        sockets.delete(socket);
+      });
+    });
+
+    server.on('drop', (data) => {
+      log.warn({ from: data?.remoteAddress }, `too many connections at once (${String(server.maxConnections)}); closed one from ${String(data?.remoteAddress)}`);
+    });
+    server.on('error', (err) => {
+      if (!listening) subscriber.error(new Error(`cannot listen on ${hostPort(address.host, address.port)}: ${err.message}`, { cause: err }));
+      else log.error({ err: err.message }, `the receiver's socket reported: ${err.message}`);
+    });
+    server.listen({ host: address.host, port: address.port }, () => {
+      listening = true;
+      const bound = server.address() as net.AddressInfo;
+      log.info({ address: hostPort(bound.address, bound.port) }, `portstream host: receiving PortMappings on ${hostPort(bound.address, bound.port)}`);
+      subscriber.next({ type: 'listening', host: bound.address, port: bound.port });
+    });
+
+    return () => {
+      server.close();
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    };
+  });
+}
+
+/**
+ * The whole receiver as a stream: the server's events, followed for each message by what it did
+ * to the bindings. Subscribing starts it; unsubscribing closes every listener and connection.
+ */
+export function hostReceiver(opts: HostReceiverOptions): Observable<HostEvent> {
+  const log = opts.log ?? moduleLogger('host');
+  const open = opts.open ?? proxyOpener({ ...opts.proxy, log: opts.proxy?.log ?? log });
+  return defer(() => {
+    const server$ = portMappingServer({ ...opts, log }).pipe(share());
+    const bindings$ = server$.pipe(
+      filter((e): e is Extract<ServerEvent, { type: 'message' }> => e.type === 'message'),
+      map((e) => e.mapping),
+      manageBindings({
+        open,
+        log,
+        ...(opts.backoff && { backoff: opts.backoff }),
+        ...(opts.random && { random: opts.random }),
+        ...(opts.scheduler && { scheduler: opts.scheduler }),
+      }),
+    );
+    return merge(server$, bindings$);
+  });
+}
+
+/** One binding as the receiver holds it. */
+export interface BindingStatus {
+  readonly binding: HostBinding;
+  readonly target: string;
+  /** `retrying`: the host port is taken (or the address missing); the listen is retried with back-off. */
+  readonly state: 'listening' | 'retrying';
+  readonly error?: string;
+}
+
+export interface HostReceiver {
+  /** Where it receives, as bound (the port is the real one when 0 was asked for). */
+  readonly host: string;
+  readonly port: number;
+  /** Every event from now on (hot). */
+  readonly events$: Observable<HostEvent>;
+  /** The bindings now, by `proto/HostIp:HostPort`. */
+  bindings(): ReadonlyMap<string, BindingStatus>;
+  /** Settles when the receiver stops: resolves after `close()`, rejects if it failed. */
+  readonly done: Promise<void>;
+  /** Closes the receiver, every listener and every connection. */
+  close(): Promise<void>;
+}
+
+/** Starts the receiver; resolves once it listens, rejects when it cannot. */
+export function startHostReceiver(opts: HostReceiverOptions): Promise<HostReceiver> {
+  return new Promise((resolve, reject) => {
+    const events = new Subject<HostEvent>();
+    const state = new Map<string, BindingStatus>();
+    let started = false;
+    let settle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
+    const done = new Promise<void>((res, rej) => (settle = { resolve: res, reject: rej }));
+    done.catch(() => undefined); // observed through `done` by whoever wants it
+
+    const subscription = hostReceiver(opts).subscribe({
+      next: (event) => {
+        switch (event.type) {
+          case 'listening':
+            if (!started) {
+              started = true;
+              resolve({ host: event.host, port: event.port, events$: events.asObservable(), bindings: () => new Map(state), done, close });
+            }
+            break;
+          case 'bound':
+            state.set(event.key, { binding: event.binding, target: event.target, state: 'listening' });
+            break;
+          case 'conflict':
+            state.set(event.key, { binding: event.binding, target: event.target, state: 'retrying', error: event.error });
+            break;
+          case 'retargeted': {
+            const old = state.get(event.key);
+            if (old) state.set(event.key, { ...old, target: event.target });
+            break;
+          }
+          case 'unbound':
+            state.delete(event.key);
+            break;
+          default:
+            break;
+        }
+        events.next(event);
+      },
+      error: (err: unknown) => {
+        const error = err instanceof Error ? err : new Error(String(err));
+        state.clear();
+        events.error(error);
+        settle?.reject(error);
+        if (!started) reject(error);
+      },
+      complete: () => {
+        events.complete();
+        settle?.resolve();
+      },
+    });
+
+    async function close(): Promise<void> {
+      subscription.unsubscribe();
+      state.clear();
+      events.complete();
+      settle?.resolve();
+      // Listeners release their ports at once; give the close callbacks a turn to run.
+      await new Promise((res) => setImmediate(res));
+    }
+  });
+}
+
+function describeBindings(bindings: readonly HostBinding[]): string {
+  if (bindings.length === 0) return 'no bindings';
+  const shown = bindings.slice(0, 5).map((b) => `${b.protocol}/${hostPort(b.hostIp, b.hostPort)}`);
+  return shown.join(', ') + (bindings.length > 5 ? ` and ${String(bindings.length - 5)} more` : '');
+}

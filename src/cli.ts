@@ -8,6 +8,8 @@ import type { SourceEvent } from './model.js';
 import type { Sink } from './sinks/sink.js';
 import { tableSink } from './sinks/table.js';
 import { listenerSink } from './sinks/listeners.js';
+import { hostSwitchSink } from './sinks/hostswitch.js';
+import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { dockerEvents } from '../streams/docker.js';
@@ -31,10 +33,7 @@ export interface Io {
 
 /** Runs the command line; resolves to the exit code. */
 export async function runCli(argv: readonly string[], io: Io): Promise<number> {
-  if (argv[0] === 'host') {
-    io.stderr.write('portstream: the host-side receiver (portstream host) is not implemented yet\n');
-    return 2;
-  }
+  if (argv[0] === 'host') return runHost(argv.slice(1), io);
   const parsed = parseConfig(argv);
   if (!parsed.ok) {
     if (parsed.help) {
@@ -46,24 +45,20 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   }
   const config = parsed.config;
   if (config.debug) rootLogger().level = 'debug';
-  const wired = wire(config, detect(config, io));
-  if (!wired.ok) {
-    io.stderr.write(`portstream: ${wired.error}\n`);
-    return 2;
-  }
+  const wiring = wire(config, detect(config, io));
   const log = moduleLogger('agent');
-  for (const notice of wired.wiring.notices) log.info(notice);
+  for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
   let routes: Route[];
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(wired.wiring.sources.map((kind) => [kind, sourceFor(kind, config)]));
-    routes = wired.wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+    sources = Object.fromEntries(wiring.sources.map((kind) => [kind, sourceFor(kind, config)]));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
-  return run({ sources, routes }, wired.wiring, io);
+  return run({ sources, routes }, wiring, io);
 }
 
 function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
@@ -126,8 +121,12 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
       return tableSink(io.stdout);
     case 'listeners':
       return listenerSink();
-    default:
-      throw new Error(`no ${kind} sink in this build`);
+    case 'hostswitch':
+      return hostSwitchSink({
+        ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),
+        tapInterfaceIp: config.tapInterfaceIp,
+        adminInstall: config.adminInstall,
+      });
   }
 }
 

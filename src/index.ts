@@ -47,3 +47,7 @@ export { listenerSink, nodePlaceholders, type ListenerSinkOptions, type Placehol
 export { coalesceTriggers } from '../operators/coalesceTriggers.js';
 export { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 export { vsockSender } from './sinks/vsockTransport.js';
+export { hostSwitchSink, httpRequester, type HostSwitchSinkOptions } from './sinks/hostswitch.js';
+export { startHostReceiver, hostReceiver, type HostReceiver, type HostReceiverOptions } from './host/receiver.js';
+export { runHost } from './host/cli.js';
+export { errorMessage } from './errors.js';

@@ -12,50 +12,40 @@ function config(...argv: string[]): AgentConfig {
 }
 
 test('privileged mode: engines and Kubernetes over the vtunnel, iptables (on by default) to placeholder listeners', () => {
-  const result = wire(config('-docker', '-containerd', '-kubernetes', '-privilegedService'), nothing);
-  assert.ok(result.ok);
-  assert.deepEqual(result.wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes']);
-  assert.deepEqual(result.wiring.routes, [
+  const wiring = wire(config('-docker', '-containerd', '-kubernetes', '-privilegedService'), nothing);
+  assert.deepEqual(wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes']);
+  assert.deepEqual(wiring.routes, [
     { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes'] },
     { sink: 'listeners', sources: ['iptables'] },
   ]);
 });
 
 test('-iptables=false turns the default backend off', () => {
-  const result = wire(config('-docker', '-privilegedService', '-iptables=false'), nothing);
-  assert.ok(result.ok);
-  assert.deepEqual(result.wiring.routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
+  assert.deepEqual(wire(config('-docker', '-privilegedService', '-iptables=false'), nothing).routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
 });
 
-test('-hostSwitchURL is refused until its sink exists', () => {
-  const result = wire(config('-docker', '-hostSwitchURL', 'http://127.0.0.1:9/'), nothing);
-  assert.ok(!result.ok);
-  assert.match(result.error, /^-hostSwitchURL: the host-switch sink/);
+test('-hostSwitchURL sends every source to the expose API, and wins over -privilegedService', () => {
+  const wiring = wire(config('-docker', '-kubernetes', '-privilegedService', '-hostSwitchURL', 'http://127.0.0.1:9/'), nothing);
+  assert.deepEqual(wiring.routes, [{ sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes'] }]);
 });
 
 test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {
-  const quiet = wire(config('-docker', '-kubernetes'), nothing);
-  assert.ok(quiet.ok);
-  assert.deepEqual(quiet.wiring.routes, [{ sink: 'listeners', sources: ['iptables', 'kubernetes'] }]);
-  const onTty = wire(config('-docker', '-iptables=false'), { ...nothing, tty: true });
-  assert.ok(onTty.ok);
-  assert.deepEqual(onTty.wiring.routes, [{ sink: 'table', sources: ['docker'] }]);
+  assert.deepEqual(wire(config('-docker', '-kubernetes'), nothing).routes, [{ sink: 'listeners', sources: ['iptables', 'kubernetes'] }]);
+  assert.deepEqual(wire(config('-docker', '-iptables=false'), { ...nothing, tty: true }).routes, [{ sink: 'table', sources: ['docker'] }]);
 });
 
-test('no arguments: auto-detects what exists and shows the table', () => {
-  const result = wire(config(), { ...nothing, dockerSocket: true, iptablesCommand: true });
-  assert.ok(result.ok);
-  assert.deepEqual(result.wiring.sources, ['docker', 'iptables']);
-  assert.deepEqual(result.wiring.routes, [
+test('no arguments: auto-detects what exists, publishes through listeners and shows the table', () => {
+  const wiring = wire(config(), { ...nothing, dockerSocket: true, iptablesCommand: true });
+  assert.deepEqual(wiring.sources, ['docker', 'iptables']);
+  assert.deepEqual(wiring.routes, [
     { sink: 'listeners', sources: ['iptables'] },
     { sink: 'table', sources: ['docker', 'iptables'] },
   ]);
-  assert.match(result.wiring.notices.join('\n'), /auto-detected backends: docker, iptables/);
+  assert.match(wiring.notices.join('\n'), /auto-detected backends: docker, iptables/);
 });
 
 test('no arguments and no engine: waits for Docker rather than doing nothing', () => {
-  const result = wire(config(), nothing);
-  assert.ok(result.ok);
-  assert.deepEqual(result.wiring.sources, ['docker']);
-  assert.match(result.wiring.notices.join('\n'), /waiting for the Docker socket/);
+  const wiring = wire(config(), nothing);
+  assert.deepEqual(wiring.sources, ['docker']);
+  assert.match(wiring.notices.join('\n'), /waiting for the Docker socket/);
 });

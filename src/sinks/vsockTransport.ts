@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { defer, from, type Observable } from 'rxjs';
 
@@ -10,8 +11,12 @@ let addon: VsockAddon | Error | undefined;
 /** The native sender, built from native/vsock.c by `npm install` (node-gyp). */
 function loadAddon(): VsockAddon {
   if (addon === undefined) {
+    const require = createRequire(import.meta.url);
+    // From src/sinks/ under tsx, or from dist/src/sinks/ when compiled.
+    const candidates = ['../../build/Release/vsock.node', '../../../build/Release/vsock.node'];
+    const found = candidates.find((path) => existsSync(new URL(path, import.meta.url)));
     try {
-      addon = createRequire(import.meta.url)('../../build/Release/vsock.node') as VsockAddon;
+      addon = require(found ?? candidates[0]!) as VsockAddon;
     } catch (error) {
       addon = new Error(
         `AF_VSOCK support is not built (${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}); ` +

@@ -1,0 +1,75 @@
+/**
+ * The agent pipeline alone, in a process of its own, for `bench/memory.ts`: a synthetic source
+ * through toPortSet, diffPortSets, the merge, the coalescer and the real vtunnel sink (to a peer
+ * in this process that reads and drops each message). Forked with --expose-gc and an IPC channel:
+ * `{type:'set', forwards}` publishes that many forwards (10 per owner) and answers with the
+ * memory after GC; `{type:'idle', ms}` answers with the CPU used over that much idle time.
+ */
+import net from 'node:net';
+import { pino } from 'pino';
+import { Subject } from 'rxjs';
+import { createAgent } from '../src/agent.js';
+import { setRootLogger } from '../src/log.js';
+import { snapshot, type Forward, type SourceEvent } from '../src/model.js';
+import { vtunnelSink } from '../src/sinks/vtunnel.js';
+
+setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with --expose-gc');
+
+const peer = net.createServer((socket) => {
+  socket.resume();
+  socket.on('end', () => socket.end());
+  socket.on('error', () => undefined);
+});
+await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
+const { port } = peer.address() as net.AddressInfo;
+
+const events = new Subject<SourceEvent>();
+const stop = new Subject<void>();
+let written = 0;
+createAgent(
+  { sources: { synthetic: events }, routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(port)}`, connectAddrs: [] }), sources: ['synthetic'] }] },
+  stop,
+).subscribe((report) => {
+  if (report.type === 'wrote') written += report.added.length - report.removed.length;
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function owners(forwards: number): [string, Forward[]][] {
+  return Array.from({ length: Math.ceil(forwards / 10) }, (_, o) => [
+    `owner${String(o)}`,
+    Array.from({ length: Math.min(10, forwards - o * 10) }, (_, i) => ({
+      protocol: 'tcp' as const,
+      hostIp: `10.${String(o >> 8)}.${String(o & 255)}.1`,
+      hostPort: 1000 + i,
+      source: 'synthetic',
+      owner: `owner${String(o)}`,
+    })),
+  ]);
+}
+
+process.on('message', (message: { type: 'set'; forwards: number } | { type: 'idle'; ms: number } | { type: 'stop' }) => {
+  void (async () => {
+    if (message.type === 'set') {
+      events.next(snapshot(owners(message.forwards)));
+      while (written !== message.forwards) await sleep(10);
+      await sleep(100);
+      gc();
+      gc();
+      const { rss, heapUsed } = process.memoryUsage();
+      process.send?.({ type: 'memory', forwards: message.forwards, rss, heapUsed });
+    } else if (message.type === 'idle') {
+      const before = process.cpuUsage();
+      await sleep(message.ms);
+      const used = process.cpuUsage(before);
+      process.send?.({ type: 'idle', cpuMicros: used.user + used.system, ms: message.ms });
+    } else {
+      stop.next();
+      peer.close();
+      process.disconnect();
+    }
+  })();
+});
+process.send?.({ type: 'ready' });

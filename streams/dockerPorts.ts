@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { isValidPort, type Forward, type Protocol } from '../src/model.js';
 
 /** Docker's `NetworkSettings.Ports`: `{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}], "53/udp": null}`. */
@@ -31,16 +32,27 @@ export function portsFromInspect(owner: string, ports: InspectPorts | null | und
       problems.push(`unrecognised port spec ${JSON.stringify(spec)}`);
       continue;
     }
-    for (const binding of bindings) {
-      const hostPorts = parseRange(binding.HostPort ?? '');
+    // the engine's JSON, checked anyway: a wrong shape is a problem, never a throw
+    if (!Array.isArray(bindings)) {
+      problems.push(`the bindings of ${spec} are not a list`);
+      continue;
+    }
+    for (const binding of bindings as unknown[]) {
+      const { HostIp, HostPort } = (typeof binding === 'object' && binding !== null ? binding : {}) as { HostIp?: unknown; HostPort?: unknown };
+      const hostPorts = typeof HostPort === 'string' ? parseRange(HostPort) : undefined;
       if (!hostPorts) {
-        problems.push(`unrecognised host port ${JSON.stringify(binding.HostPort)} for ${spec}`);
+        problems.push(`unrecognised host port ${JSON.stringify(HostPort ?? null)} for ${spec}`);
+        continue;
+      }
+      const hostIp = HostIp === undefined || HostIp === '' ? '0.0.0.0' : HostIp;
+      if (typeof hostIp !== 'string' || isIP(hostIp) === 0) {
+        problems.push(`unrecognised host IP ${JSON.stringify(HostIp)} for ${spec}`);
         continue;
       }
       hostPorts.forEach((hostPort, i) => {
         forwards.push({
           protocol: proto as Protocol,
-          hostIp: binding.HostIp || '0.0.0.0',
+          hostIp,
           hostPort,
           // a host range onto one container port maps all of it there
           containerPort: containerPorts[Math.min(i, containerPorts.length - 1)] ?? hostPort,
@@ -57,18 +69,33 @@ export function portsFromInspect(owner: string, ports: InspectPorts | null | und
 export function portsFromList(owner: string, ports: readonly ListPort[] | null | undefined): Parsed {
   const forwards: Forward[] = [];
   const problems: string[] = [];
-  for (const p of ports ?? []) {
-    if (p.PublicPort === undefined || p.PublicPort === 0) continue; // exposed, not published
-    const proto = p.Type ?? 'tcp';
-    if (!isValidPort(p.PublicPort) || !protocols.has(proto)) {
+  if (!Array.isArray(ports ?? [])) return { forwards, problems: ['the container list\'s Ports is not a list'] };
+  for (const p of (ports ?? []) as unknown[]) {
+    if (typeof p !== 'object' || p === null) {
+      problems.push(`unrecognised port ${JSON.stringify(p)}`);
+      continue;
+    }
+    const { IP, PrivatePort, PublicPort, Type } = p as { IP?: unknown; PrivatePort?: unknown; PublicPort?: unknown; Type?: unknown };
+    if (PublicPort === undefined || PublicPort === 0) continue; // exposed, not published
+    const proto = Type ?? 'tcp';
+    const hostIp = IP === undefined || IP === '' ? '0.0.0.0' : IP;
+    if (
+      typeof PublicPort !== 'number' ||
+      !isValidPort(PublicPort) ||
+      typeof proto !== 'string' ||
+      !protocols.has(proto) ||
+      typeof hostIp !== 'string' ||
+      isIP(hostIp) === 0 ||
+      (PrivatePort !== undefined && (typeof PrivatePort !== 'number' || !isValidPort(PrivatePort)))
+    ) {
       problems.push(`unrecognised port ${JSON.stringify(p)}`);
       continue;
     }
     forwards.push({
       protocol: proto as Protocol,
-      hostIp: p.IP || '0.0.0.0',
-      hostPort: p.PublicPort,
-      ...(p.PrivatePort !== undefined && { containerPort: p.PrivatePort }),
+      hostIp,
+      hostPort: PublicPort,
+      ...(PrivatePort !== undefined && { containerPort: PrivatePort }),
       source: 'docker',
       owner,
     });

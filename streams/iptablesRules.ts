@@ -199,7 +199,8 @@ function readRule(line: RuleLine, problems: string[]): { rule: Rule; normalized:
       negated = true;
       continue;
     }
-    const field = optionFields[token];
+    // own keys only: a token such as `constructor` must not find Object.prototype's
+    const field = Object.hasOwn(optionFields, token) ? optionFields[token] : undefined;
     if (field === undefined) {
       // an option we do not read (-m, -s, -i, --comment, ...): skip it and its arguments
       while (i + 1 < tokens.length && !isOptionStart(tokens[i + 1]!)) i++;
@@ -287,7 +288,8 @@ function quote(token: string): string {
 function forwardsOf(rule: Rule, family: Family, owner: string, out: Forward[]): string | undefined {
   if (!rule.protocol) return 'a DNAT rule without -p; skipped';
   if (rule.protocol.negated) return `-p ! ${rule.protocol.value} matches every other protocol; skipped`;
-  const protocol = protocolNames[rule.protocol.value.toLowerCase()];
+  const name = rule.protocol.value.toLowerCase();
+  const protocol = Object.hasOwn(protocolNames, name) ? protocolNames[name] : undefined;
   if (!protocol) return `protocol ${rule.protocol.value} is not forwarded (tcp and udp are); skipped`;
 
   const host = hostIpOf(rule.destination, family);

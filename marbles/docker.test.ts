@@ -132,20 +132,38 @@ test('docker: a missing socket at start is waited for with growing back-off', ma
   expectObservable(run(client, scheduler), '^ 40ms !').toBe('30ms s', values);
 }));
 
-test('docker: an inspect that finds the container gone removes it; other inspect errors log one line', marbles((h, scheduler) => {
+test('docker: an inspect that finds the container gone removes it; any other inspect error re-lists', marbles((h, scheduler) => {
   const { cold, expectObservable } = h;
   const { log, lines } = recordingLogger();
   const gone = Object.assign(new Error('no such container'), { statusCode: 404 });
   const client = scripted(
-    [cold<Ev>('O-ab', { O, a: ev('start', 'c2'), b: ev('start', 'c3') })],
-    [cold('l|', { l: [] })],
+    [cold<Ev>('O-ab', { O, a: ev('start', 'c2'), b: ev('start', 'c3') }), cold<Ev>('O', { O })],
+    [cold('l|', { l: [] }), cold('l|', { l: [web] })],
     (id) => (id === 'c2' ? throwError(() => gone) : throwError(() => new Error('socket hang up'))),
   );
-  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 10ms !').toBe('e-r', values);
+  // c3's inspect fails at 3: back-off 10, reconnect at 13, and the list brings what c3 has (here c1)
+  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 20ms !').toBe('e-r 10ms s', values);
   h.flush();
-  const errors = lines().filter((l) => l.level >= 50);
-  assert.equal(errors.length, 1);
-  assert.match(errors[0]!.msg, /cannot inspect container c3.*socket hang up/);
+  const warnings = lines().filter((l) => l.level >= 40);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!.msg, /cannot inspect container c3.*socket hang up.*re-listing in 10 ms/);
+}));
+
+test('docker: a list or inspect without an answer times out into a reconnect', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const client = scripted(
+    [cold<Ev>('O', { O }), cold<Ev>('O-a', { O, a: ev('start', 'c2') }), cold<Ev>('O', { O })],
+    [cold('-'), cold('l|', { l: [] }), cold('l|', { l: [web] })],
+    () => cold('-'),
+  );
+  // the list hangs: timeout at 5, reconnect at 15 (e); c2's inspect hangs from 17 to 22, reconnect at 42 (s)
+  const opts = { backoff, scheduler, log, requestTimeoutMs: 5 };
+  expectObservable(dockerEvents(client, opts), '^ 50ms !').toBe('15ms e 26ms s', values);
+  h.flush();
+  const msgs = lines().filter((l) => l.level >= 40).map((l) => l.msg);
+  assert.match(msgs[0]!, /no answer to the container list within 5 ms/);
+  assert.match(msgs[1]!, /no answer to the inspect of container c2 within 5 ms/);
 }));
 
 test('docker: a start whose container already stopped again is a removal', marbles((h, scheduler) => {

@@ -1,13 +1,23 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defer } from 'rxjs';
-import { backoffDelay, reconnectWithBackoff } from '../operators/reconnectWithBackoff.js';
+import { backoffDelay, defaultBackoff, reconnectWithBackoff, retryLogLevel } from '../operators/reconnectWithBackoff.js';
 import { marbles } from './helpers.js';
 
 const noJitter = { initialMs: 10, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 };
 
 test('backoffDelay grows exponentially up to its cap', () => {
   assert.deepEqual([1, 2, 3, 4, 5].map((n) => backoffDelay(n, noJitter)), [10, 20, 40, 40, 40]);
+});
+
+test('the default ceiling keeps every wait, jitter included, well inside the 5 s recovery target', () => {
+  const longest = Math.max(...Array.from({ length: 40 }, (_, i) => backoffDelay(i + 1))) * (1 + defaultBackoff.jitter);
+  assert.equal(longest, 2_400);
+});
+
+test('retryLogLevel warns for the first retries of an outage, then once in thirty', () => {
+  const warned = Array.from({ length: 90 }, (_, i) => i + 1).filter((n) => retryLogLevel(n) === 'warn');
+  assert.deepEqual(warned, [1, 2, 3, 30, 60, 90]);
 });
 
 test('reconnectWithBackoff waits longer after each quick failure, up to maxMs', marbles(({ cold, expectObservable, expectSubscriptions }, scheduler) => {

@@ -16,7 +16,20 @@ export interface BackoffOptions {
   readonly scheduler?: SchedulerLike;
 }
 
-export const defaultBackoff = { initialMs: 250, maxMs: 30_000, factor: 2, jitter: 0.2, stableMs: 10_000 } as const;
+/**
+ * Every peer is local (a socket in the VM) or one hop away (the host end), so a retry is one cheap
+ * connect. The 2 s ceiling (2.4 s with jitter) is what bounds recovery: an engine back after any
+ * outage is re-listed within about 2.4 s, where a 30 s ceiling could leave it unseen for 36 s.
+ */
+export const defaultBackoff = { initialMs: 250, maxMs: 2_000, factor: 2, jitter: 0.2, stableMs: 10_000 } as const;
+
+/**
+ * The log level for retry number `attempt` of one outage: the first few are news, then one in
+ * thirty (about a minute apart at the default ceiling) says the outage goes on; the rest are debug.
+ */
+export function retryLogLevel(attempt: number): 'warn' | 'debug' {
+  return attempt <= 3 || attempt % 30 === 0 ? 'warn' : 'debug';
+}
 
 /** The delay before retry number `attempt` (1-based), before jitter. */
 export function backoffDelay(attempt: number, opts: BackoffOptions = {}): number {

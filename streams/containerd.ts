@@ -15,7 +15,7 @@ import {
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
-import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import type { Parsed } from './dockerPorts.js';
 import { networkConfigFile, portsFromLabel, portsFromNetworkConfig, portsSourceOf } from './nerdctlPorts.js';
 import type { TaskStart__Output } from './containerd-types/containerd/events/TaskStart.js';
@@ -119,7 +119,7 @@ export function containerdEvents(client: ContainerdClient, opts: ContainerdStrea
       ...(opts.scheduler && { scheduler: opts.scheduler }),
       onRetry: (error, attempt, delayMs) => {
         const what = connected ? 'lost containerd' : 'cannot reach containerd';
-        log.warn({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
+        log[retryLogLevel(attempt)]({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
       },
     }),

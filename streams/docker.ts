@@ -1,4 +1,5 @@
 import {
+  asyncScheduler,
   catchError,
   concatMap,
   concatWith,
@@ -8,11 +9,13 @@ import {
   Observable,
   of,
   throwError,
+  timeout,
+  type MonoTypeOperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
-import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed } from './dockerPorts.js';
 import { errorMessage } from '../src/errors.js';
 
@@ -53,8 +56,12 @@ export interface DockerClient {
 export interface DockerStreamOptions {
   readonly log?: Logger;
   readonly backoff?: BackoffOptions;
+  /** Bound on one list or inspect: a hung engine is treated as a lost one (reconnect, re-list). */
+  readonly requestTimeoutMs?: number;
   readonly scheduler?: SchedulerLike;
 }
+
+export const dockerDefaults = { requestTimeoutMs: 15_000 } as const;
 
 const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
 
@@ -62,14 +69,17 @@ const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
  * The Docker engine as a stream of source events. It opens the event stream before listing so
  * that nothing between the two is missed (events that arrive during the list wait behind it),
  * emits a snapshot from the list, then one event per container change. Any end of the
- * connection is a reconnect with back-off, and every reconnect starts with a fresh snapshot, so
- * containers that died meanwhile drop out.
+ * connection is a reconnect with back-off, and so is a list or inspect that fails or hangs past
+ * `requestTimeoutMs`; every reconnect starts with a fresh snapshot, so containers that died
+ * meanwhile drop out and none that started is missed.
  *
  *   engine:  --O--[list]--start(c1)--die(c1)--X   O = events open, X = dockerd gone
  *   events:  ----------s-----u(c1)-----r(c1)-----(back-off)--s--...
  */
 export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {}): Observable<SourceEvent> {
   const log = opts.log ?? moduleLogger('docker');
+  const scheduler = opts.scheduler ?? asyncScheduler;
+  const bounded = boundedBy(opts.requestTimeoutMs ?? dockerDefaults.requestTimeoutMs, scheduler);
   let connected = false;
   return defer(() =>
     client.events().pipe(
@@ -78,9 +88,9 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
         if (event === EVENTS_OPEN) {
           if (!connected) log.info('connected to the Docker engine; listing containers');
           connected = true;
-          return listAll(client, log);
+          return listAll(client, log, bounded);
         }
-        return handle(client, event, log);
+        return handle(client, event, log, bounded);
       }),
     ),
   ).pipe(
@@ -89,22 +99,31 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
       ...(opts.scheduler && { scheduler: opts.scheduler }),
       onRetry: (error, attempt, delayMs) => {
         const what = connected ? 'lost the Docker engine' : 'cannot reach the Docker engine';
-        log.warn({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
+        log[retryLogLevel(attempt)]({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
       },
     }),
   );
 }
 
-function listAll(client: DockerClient, log: Logger): Observable<SourceEvent> {
+type Bound = <T>(what: string) => MonoTypeOperatorFunction<T>;
+
+/** A request that gets no answer within `ms` fails, naming what it was waiting for. */
+function boundedBy(ms: number, scheduler: SchedulerLike): Bound {
+  return (what) =>
+    timeout({ first: ms, scheduler, with: () => throwError(() => new Error(`no answer to ${what} within ${String(ms)} ms`)) });
+}
+
+function listAll(client: DockerClient, log: Logger, bounded: Bound): Observable<SourceEvent> {
   return client.listContainers().pipe(
+    bounded('the container list'),
     map((containers) =>
       snapshot(containers.map((c) => [c.Id, report(log, c.Id, portsFromList(c.Id, c.Ports))] as const)),
     ),
   );
 }
 
-function handle(client: DockerClient, event: DockerEvent, log: Logger): Observable<SourceEvent> {
+function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: Bound): Observable<SourceEvent> {
   const id = event.Actor?.ID ?? event.id;
   if (event.Type !== undefined && event.Type !== 'container') return EMPTY;
   if (!id) {
@@ -114,6 +133,7 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger): Observab
   if (removals.has(event.Action ?? '')) return of(remove(id));
   if (event.Action !== 'start') return EMPTY;
   return client.inspect(id).pipe(
+    bounded(`the inspect of container ${id.slice(0, 12)}`),
     map((c) =>
       c.State?.Running === false
         ? remove(id) // it died again before we looked: its die event follows or already passed
@@ -121,10 +141,9 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger): Observab
     ),
     catchError((error: unknown) => {
       if (statusCode(error) === 404) return of(remove(id));
-      // Not the container's fault: if the engine is going away the event stream ends too and
-      // the re-list repairs this; otherwise the container's ports are missing until its next event.
-      log.error({ container: id }, `cannot inspect container ${id.slice(0, 12)} after its start (${errorMessage(error)}); its ports are not forwarded`);
-      return EMPTY;
+      // Not the container's fault, and its ports must not go missing: treat it as a lost
+      // connection, whose reconnect re-lists every container, this one included.
+      return throwError(() => new Error(`cannot inspect container ${id.slice(0, 12)} after its start (${errorMessage(error)})`));
     }),
   );
 }

@@ -20,7 +20,7 @@ import { moduleLogger, type Logger } from '../src/log.js';
 import { snapshot, type Forward, type SourceEvent } from '../src/model.js';
 import { coalesceTriggers } from '../operators/coalesceTriggers.js';
 import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
-import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { cniPortmapRules, parseIptablesSave, type CountingRule, type Family } from './iptablesRules.js';
 import { errorMessage } from '../src/errors.js';
 
@@ -207,7 +207,7 @@ function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLik
       scheduler,
       onRetry: (error, attempt, delayMs) => {
         announced = undefined;
-        log.warn({ attempt, delayMs }, `the rule monitor stopped (${errorMessage(error)}); restarting it and re-reading the rules in ${String(delayMs)} ms`);
+        log[retryLogLevel(attempt)]({ attempt, delayMs }, `the rule monitor stopped (${errorMessage(error)}); restarting it and re-reading the rules in ${String(delayMs)} ms`);
       },
     }),
   );
@@ -252,7 +252,7 @@ function readRules(
       scheduler,
       onRetry: (error, attempt, delayMs) => {
         state.failing = true;
-        log.warn({ attempt, delayMs }, `cannot read the nat table (${errorMessage(error)}); trying again in ${String(delayMs)} ms`);
+        log[retryLogLevel(attempt)]({ attempt, delayMs }, `cannot read the nat table (${errorMessage(error)}); trying again in ${String(delayMs)} ms`);
       },
     }),
     map(([v4, v6]) => {

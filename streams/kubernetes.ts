@@ -18,7 +18,7 @@ import {
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
-import { reconnectWithBackoff, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { apiServerForward, apiServerOwner, forwardsOfService, serviceName, type KubeService } from './kubeServices.js';
 import { errorMessage } from '../src/errors.js';
 
@@ -167,10 +167,10 @@ function follow(client: KubeServicesClient, ctx: Context): Observable<SourceEven
         } else if (isGone(error)) {
           log.info({ attempt, delayMs }, `the Service watch expired (410 Gone: ${errorMessage(error)}); ${wait}`);
         } else if (connected) {
-          log.warn({ attempt, delayMs }, `lost the Kubernetes API server (${errorMessage(error)}); reconnecting and ${wait}`);
+          log[retryLogLevel(attempt)]({ attempt, delayMs }, `lost the Kubernetes API server (${errorMessage(error)}); reconnecting and ${wait}`);
           connected = false;
         } else {
-          log.warn({ attempt, delayMs }, `cannot reach the Kubernetes API server (${errorMessage(error)}); retrying in ${String(delayMs)} ms`);
+          log[retryLogLevel(attempt)]({ attempt, delayMs }, `cannot reach the Kubernetes API server (${errorMessage(error)}); retrying in ${String(delayMs)} ms`);
         }
       },
     }),

@@ -75,6 +75,7 @@ function options(scheduler: TestScheduler, send: VtunnelSend, more: Partial<Vtun
     connectAddrs: [{ network: 'ip+net', addr: '172.26.112.5/20' }],
     sendTimeoutMs: 50,
     withdrawTimeoutMs: 100,
+    resyncMs: 0, // the periodic re-send has tests of its own
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
@@ -361,5 +362,47 @@ test(
     });
     h.flush();
     assert.deepEqual(calls, ['+8080', '-8080']);
+  }),
+);
+
+test(
+  'idle and in sync, the whole state is re-sent every resyncMs (a host end that restarted empty gets it back); a change restarts the wait',
+  marbles((h, scheduler) => {
+    const { send, calls } = scriptedSend(h, scheduler, ['-|', '-|', '-|', '-|', '-|']);
+    const deltas = h.cold('a 29ms b', { a: add(p8080), b: add(p8081) });
+    const { opts } = options(scheduler, send, { resyncMs: 20 });
+    const resent = (count: number): SinkReport => ({ sink: 'vtunnel', type: 'resent', count });
+    // +8080 answered at 1; re-sent at 21 (answered 22); b at 30 cuts the next wait short (due at 42);
+    // +8081 answered at 31, so the next re-send is at 51
+    h.expectObservable(deltas.pipe(vtunnelSink(opts)), '^ 60ms !').toBe('-w 20ms r 8ms v 20ms s', {
+      w: wrote([p8080]),
+      r: resent(1),
+      v: wrote([p8081]),
+      s: resent(2),
+    });
+    h.flush();
+    assert.deepEqual(calls, ['0 +8080', '21 +8080', '30 +8081', '51 +8080,8081']);
+  }),
+);
+
+test(
+  'nothing published, nothing re-sent; a failed re-send backs off like any round and re-arms after it succeeds',
+  marbles((h, scheduler) => {
+    const { send, calls } = scriptedSend(h, scheduler, ['-|', '-|', '-|', '-#', '-|', '-|']);
+    const deltas = h.cold('a--b 50ms c', { a: add(p8080), b: del(p8080), c: add(p8081) });
+    const { opts } = options(scheduler, send, { resyncMs: 20 });
+    // empty from 4 to 54: no re-send. +8081 at 54 (answered 55); re-send at 75 fails at 76,
+    // retried after 10 at 86 (answered 87, a wrote: a retry is a repair, not a routine re-send);
+    // re-armed from there: the next re-send at 107
+    h.expectObservable(deltas.pipe(vtunnelSink(opts)), '^ 110ms !').toBe('-w--x 50ms v 20ms f 10ms y 20ms r', {
+      w: wrote([p8080]),
+      x: wrote([], [p8080]),
+      v: wrote([p8081]),
+      f: failed(10),
+      y: wrote([p8081]),
+      r: { sink: 'vtunnel', type: 'resent', count: 1 },
+    });
+    h.flush();
+    assert.deepEqual(calls, ['0 +8080', '3 -8080', '54 +8081', '75 +8081', '86 +8081', '107 +8081']);
   }),
 );

@@ -5,11 +5,14 @@ import type { Forward, PortDelta } from '../model.js';
  * What a sink tells about its work, for logs, the table, tests and benchmarks.
  * - `wrote`: one write to the host end succeeded, carrying these changes.
  * - `failed`: a write failed; the sink retries after `retryInMs` and then re-sends its whole state.
+ * - `resent`: a periodic re-send of the whole state (`count` forwards) to a host end that cannot
+ *   tell us it restarted; it changes nothing that was already there.
  * - `withdrawn`: after its input completed, the sink removed everything it had published.
  */
 export type SinkReport =
   | { readonly sink: string; readonly type: 'wrote'; readonly added: readonly Forward[]; readonly removed: readonly Forward[] }
   | { readonly sink: string; readonly type: 'failed'; readonly error: string; readonly retryInMs: number }
+  | { readonly sink: string; readonly type: 'resent'; readonly count: number }
   | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number };
 
 /**

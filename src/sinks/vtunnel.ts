@@ -35,13 +35,19 @@ export interface VtunnelSinkOptions {
   readonly sendTimeoutMs?: number;
   /** Bound on withdrawing everything after the input completes, so shutdown never hangs. */
   readonly withdrawTimeoutMs?: number;
+  /**
+   * After this long without a send, the whole state is sent again (0: never). The peer owes no
+   * reply, so a host end that restarted empty while nothing changed here cannot be noticed any
+   * other way; adds are idempotent on the host, so the re-send is harmless.
+   */
+  readonly resyncMs?: number;
   readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
 }
 
-export const vtunnelDefaults = { address: '127.0.0.1:3040', sendTimeoutMs: 5_000, withdrawTimeoutMs: 5_000 } as const;
+export const vtunnelDefaults = { address: '127.0.0.1:3040', sendTimeoutMs: 5_000, withdrawTimeoutMs: 5_000, resyncMs: 3_000 } as const;
 
 /** What one round sends: first the removes (freeing host ports), then the adds. */
 export interface Round {
@@ -78,13 +84,16 @@ export function retryDelay(attempt: number, backoff: VtunnelSinkOptions['backoff
  *   reports:  ---w--w----------(x|)                         w = wrote, x = withdrawn
  *
  * A failed round reports `failed` and is retried with back-off; the retry re-sends the whole
- * desired set, plus removes for anything that may still be on the host. When the input
- * completes, everything is withdrawn (bounded by `withdrawTimeoutMs`) and the sink completes.
+ * desired set, plus removes for anything that may still be on the host. `resyncMs` after the
+ * last successful round, the whole desired set is sent again and reported as `resent`, so a host
+ * end that restarted empty is repaired within that time. When the input completes, everything is
+ * withdrawn (bounded by `withdrawTimeoutMs`) and the sink completes.
  */
 export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
   const address = opts.address ?? vtunnelDefaults.address;
   const sendTimeoutMs = opts.sendTimeoutMs ?? vtunnelDefaults.sendTimeoutMs;
   const withdrawTimeoutMs = opts.withdrawTimeoutMs ?? vtunnelDefaults.withdrawTimeoutMs;
+  const resyncMs = opts.resyncMs ?? vtunnelDefaults.resyncMs;
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('vtunnel');
@@ -103,6 +112,8 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
       let lastError = '';
       let round: Subscription | undefined; // the round in flight
       let retry: Subscription | undefined;
+      let resync: Subscription | undefined; // the next periodic re-send, armed after each success
+      let resyncing = false; // the round in flight is a periodic re-send
       let withdrawing: { readonly deadline: Subscription; removed: number } | undefined;
 
       /** One message, bounded by `sendTimeoutMs`; `onHost` follows each message that succeeded. */
@@ -135,6 +146,10 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
           return;
         }
         const isWithdraw = withdrawing !== undefined;
+        const isResync = resyncing;
+        resyncing = false;
+        resync?.unsubscribe();
+        resync = undefined;
         // Set before subscribing: a synchronous transport finishes the round inside `subscribe`.
         const current = new Subscription();
         round = current;
@@ -146,14 +161,27 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
             },
             complete: () => {
               round = undefined;
-              succeeded(plan, isWithdraw);
+              succeeded(plan, isWithdraw, isResync);
               reconcile();
+              armResync();
             },
           }),
         );
       };
 
-      const succeeded = (plan: Round, isWithdraw: boolean): void => {
+      /** Once idle and in sync with something published, schedule the next full re-send. */
+      const armResync = (): void => {
+        if (resyncMs <= 0 || round !== undefined || retry !== undefined || withdrawing || desired.size === 0 || subscriber.closed) return;
+        resync?.unsubscribe();
+        resync = timer(resyncMs, scheduler).subscribe(() => {
+          resync = undefined;
+          inSync = false;
+          resyncing = true;
+          reconcile();
+        });
+      };
+
+      const succeeded = (plan: Round, isWithdraw: boolean, isResync: boolean): void => {
         if (failures > 0) {
           log.info(
             { address, forwards: plan.adds.length, removed: plan.removes.length, failures },
@@ -165,6 +193,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
         lastError = '';
         inSync = true;
         if (isWithdraw && withdrawing) withdrawing.removed += plan.removes.length;
+        else if (isResync && plan.removes.length === 0) subscriber.next({ sink: 'vtunnel', type: 'resent', count: plan.adds.length });
         else subscriber.next({ sink: 'vtunnel', type: 'wrote', added: plan.adds, removed: plan.removes });
       };
 
@@ -191,6 +220,8 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
 
       const startWithdraw = (): void => {
         desired.clear();
+        resync?.unsubscribe();
+        resync = undefined;
         // Shutdown should not sit out a long back-off: try now, and back off afresh from here.
         retry?.unsubscribe();
         retry = undefined;
@@ -231,6 +262,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
         input.unsubscribe();
         round?.unsubscribe();
         retry?.unsubscribe();
+        resync?.unsubscribe();
         withdrawing?.deadline.unsubscribe();
       };
     });

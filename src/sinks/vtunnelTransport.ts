@@ -22,7 +22,17 @@ export function tcpSender(host: string, port: number, timeoutMs: number): (line:
       const timer = setTimeout(() => {
         socket.destroy(new Error(`no close from the vtunnel peer ${peer} within ${String(timeoutMs)} ms`));
       }, timeoutMs);
-      socket.once('connect', () => socket.end(line));
+      socket.once('connect', () => {
+        // Nothing listens on the peer's port and the kernel chose that very port as our source
+        // port (possible for a loopback peer in the ephemeral range): TCP's simultaneous open
+        // connected the socket to itself, and the line would "arrive" with nobody reading it.
+        // Go's net.Dial treats a self-connect as a refused connection; so does this.
+        if (socket.localPort === socket.remotePort && socket.localAddress === socket.remoteAddress) {
+          socket.destroy(new Error(`connect ECONNREFUSED ${peer} (the socket connected to itself: nothing listens there)`));
+          return;
+        }
+        socket.end(line);
+      });
       // The peer owes no reply; drain whatever it sends so its end of stream can arrive.
       socket.resume();
       socket.once('error', (err) => {

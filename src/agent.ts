@@ -1,8 +1,7 @@
 import { EMPTY, merge, share, takeUntil, type Observable, type SchedulerLike } from 'rxjs';
 import { coalesceDeltas } from '../operators/coalesceDeltas.js';
-import { diffPortSets } from '../operators/diffPortSets.js';
 import { mergeDeltas } from '../operators/mergeDeltas.js';
-import { toPortSet } from '../operators/toPortSet.js';
+import { toPortDeltas } from '../operators/toPortDeltas.js';
 import type { PortDelta, SourceEvent } from './model.js';
 import type { Sink, SinkReport } from './sinks/sink.js';
 
@@ -32,8 +31,11 @@ export const defaultMaxCoalesceMs = 1000;
  * sources, coalesced. When `stop$` emits, the sources are cut off, every sink sees its input
  * complete and withdraws what it published, and the returned stream completes.
  *
- *   docker   ─ toPortSet → diffPortSets ─┐
- *   iptables ─ toPortSet → diffPortSets ─┴ mergeDeltas → coalesceDeltas → sink → reports
+ *   docker   ─ toPortDeltas ─┐
+ *   iptables ─ toPortDeltas ─┴ mergeDeltas → coalesceDeltas → sink → reports
+ *
+ * `toPortDeltas` is `toPortSet → diffPortSets` fused, at a cost per event of what the event
+ * changes rather than of everything the source publishes.
  */
 export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observable<SinkReport> {
   const deltas = new Map<string, Observable<PortDelta>>();
@@ -43,7 +45,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
       const events = plan.sources[name];
       if (!events) throw new Error(`a route names the source "${name}", which the plan does not have`);
       // One subscription per source however many sinks it feeds.
-      d = events.pipe(toPortSet(), diffPortSets(), share());
+      d = events.pipe(toPortDeltas(), share());
       deltas.set(name, d);
     }
     return d;

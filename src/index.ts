@@ -13,6 +13,7 @@ export { tcpSender } from './sinks/vtunnelTransport.js';
 export { encodePortMapping, connectAddrsOf, type ConnectAddr } from './sinks/vtunnelWire.js';
 export { toPortSet } from '../operators/toPortSet.js';
 export { diffPortSets } from '../operators/diffPortSets.js';
+export { toPortDeltas } from '../operators/toPortDeltas.js';
 export { mergeDeltas, refCountClaims } from '../operators/mergeDeltas.js';
 export { coalesceDeltas } from '../operators/coalesceDeltas.js';
 export { reconnectWithBackoff, backoffDelay, type BackoffOptions } from '../operators/reconnectWithBackoff.js';

@@ -304,3 +304,20 @@ test('kubernetes: a fixed Service is logged again if it breaks again; an unknown
     'ignoring a Service watch event of unknown type "WHATEVER"',
   ]);
 }));
+
+test('kubernetes: a watch event whose object is not a Service is one line and ignored; the watch goes on', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const broken = (type: string, object: unknown): KubeWatchEvent => ({ type, object }) as unknown as KubeWatchEvent;
+  const client = scripted(
+    [cold('-l|', { l: list([]) })],
+    [cold<KubeWatchEvent>('-n-d-s-w', { n: broken('ADDED', null), d: broken('DELETED', 'u-web'), s: broken('MODIFIED', 42), w: ev('ADDED', web) })],
+  );
+  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('aa------w', values);
+  h.flush();
+  assert.deepEqual(lines().filter((l) => l.level >= 40).map((l) => l.msg), [
+    'ignoring a Service watch ADDED event whose object is null, not a Service',
+    'ignoring a Service watch DELETED event whose object is "u-web", not a Service',
+    'ignoring a Service watch MODIFIED event whose object is 42, not a Service',
+  ]);
+}));

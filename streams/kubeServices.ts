@@ -43,7 +43,8 @@ const protocols: Readonly<Record<string, Protocol>> = { TCP: 'tcp', UDP: 'udp' }
 
 /** `namespace/name`, as people and kubectl name a Service. */
 export function serviceName(svc: KubeService): string {
-  return `${svc.metadata?.namespace ?? '?'}/${svc.metadata?.name ?? '?'}`;
+  const meta = (svc as KubeService | null)?.metadata;
+  return `${meta?.namespace ?? '?'}/${meta?.name ?? '?'}`;
 }
 
 /**
@@ -61,6 +62,8 @@ export function serviceName(svc: KubeService): string {
 export function forwardsOfService(svc: KubeService, hostIp: string): ServiceForwards {
   const forwards: Forward[] = [];
   const problems: string[] = [];
+  // declared a Service, but it is the API server's JSON: anything may arrive
+  if ((svc as unknown) === null || typeof svc !== 'object') return { owner: undefined, forwards, problems: ['is not an object'] };
   const uid = svc.metadata?.uid;
   const owner = typeof uid === 'string' && uid !== '' ? uid : undefined;
   const type = svc.spec?.type ?? 'ClusterIP';

@@ -193,8 +193,13 @@ function handle(event: KubeWatchEvent, ctx: Context): Observable<SourceEvent> {
   switch (event.type) {
     case 'ADDED':
     case 'MODIFIED':
-      return serviceEvent(event.object, ctx);
     case 'DELETED': {
+      const object: unknown = event.object;
+      if (!isObject(object)) {
+        ctx.log.warn({ type: event.type }, `ignoring a Service watch ${event.type} event whose object is ${JSON.stringify(object ?? null)}, not a Service`);
+        return EMPTY;
+      }
+      if (event.type !== 'DELETED') return serviceEvent(event.object, ctx);
       const uid = event.object.metadata?.uid;
       if (typeof uid !== 'string' || uid === '') return EMPTY;
       ctx.reported.delete(uid);
@@ -214,7 +219,6 @@ function handle(event: KubeWatchEvent, ctx: Context): Observable<SourceEvent> {
 }
 
 function serviceEvent(svc: KubeService, ctx: Context): Observable<SourceEvent> {
-  if (!isObject(svc)) return EMPTY;
   const { owner, forwards } = forwardsFor(svc, ctx);
   if (owner === undefined) return EMPTY;
   // A Service without forwards (ClusterIP, or one whose type changed to it) owns nothing.

@@ -65,6 +65,7 @@ function options(scheduler: TestScheduler, open: ManageBindingsOptions['open']) 
   const logger = recordingLogger();
   const opts: ManageBindingsOptions = {
     open,
+    localAddresses: () => new Set(['192.168.1.10', '::1']),
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
@@ -191,6 +192,30 @@ test(
     h.flush();
     assert.deepEqual(calls, ['0 open tcp/8080 -> 172.26.112.5']);
     assert.deepEqual(lines()[0], { level: 40, msg: 'skipping tcp/[::]:8080: the VM sent no usable IPv6 connect address (172.26.112.5/20, fe80::1/64)' });
+  }),
+);
+
+test(
+  'a binding whose VM address is this host\'s own would forward to itself: skipped with one line; a different local address is fine',
+  marbles((h, scheduler) => {
+    const { open, calls } = scriptedOpen(h, scheduler, ['l']);
+    const { opts, lines } = options(scheduler, open);
+    const loopback: VmAddress = { ip: '127.0.0.1', prefix: 8, family: 4 };
+    const own: VmAddress = { ip: '192.168.1.10', prefix: 24, family: 4 };
+    const other: HostBinding = { ...http, hostIp: '127.0.0.2', hostPort: 9090 };
+    const mappings = h.cold('a 9ms b', { a: add([http, other], [loopback]), b: add([dns], [own]) });
+    const reason = (ip: string, port: number): string => `its VM address ${ip} is this host's own, so 0.0.0.0:${String(port)} would forward to itself`;
+    h.expectObservable(mappings.pipe(manageBindings(opts))).toBe('(sb) 6ms t', {
+      s: { type: 'skipped', key: 'tcp/0.0.0.0:8080', reason: reason('127.0.0.1', 8080) },
+      b: bound(other, '127.0.0.1'),
+      t: { type: 'skipped', key: 'udp/0.0.0.0:5353', reason: reason('192.168.1.10', 5353) },
+    });
+    h.flush();
+    assert.deepEqual(calls, ['0 open tcp/9090 -> 127.0.0.1']);
+    assert.deepEqual(lines().filter((l) => l.level === 40).map((l) => l.msg), [
+      `skipping tcp/0.0.0.0:8080: ${reason('127.0.0.1', 8080)}`,
+      `skipping udp/0.0.0.0:5353: ${reason('192.168.1.10', 5353)}`,
+    ]);
   }),
 );
 

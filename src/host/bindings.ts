@@ -1,8 +1,9 @@
+import { networkInterfaces } from 'node:os';
 import { asyncScheduler, defer, Observable, retry, Subscription, tap, timer, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
-import { bindingKey, hostPort, targetFor, type HostBinding, type PortMapping } from './portMapping.js';
+import { bindingKey, hostPort, loopsBack, targetFor, type HostBinding, type PortMapping } from './portMapping.js';
 
 /** What a running proxy tells: it is listening (again, after a retry). */
 export interface ProxyEvent {
@@ -35,6 +36,8 @@ export type BindingEvent =
 
 export interface ManageBindingsOptions {
   readonly open: OpenProxy;
+  /** This host's own addresses, asked once per message; defaults to every interface's. */
+  readonly localAddresses?: () => ReadonlySet<string>;
   readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
@@ -60,7 +63,8 @@ interface Active {
  *   connections go to the new address (`retargeted`) and nothing is closed.
  * - A listen that fails (host port taken) is retried with back-off until it succeeds or the
  *   binding is removed; the first failure logs a warning, repeats log at debug.
- * - A binding with no VM address of its family is skipped with one log line.
+ * - A binding with no VM address of its family is skipped with one log line, and so is one
+ *   whose VM address is this host's own and would send every connection back to itself.
  * - A remove of an unknown binding is fine (adds are idempotent, removes too).
  * - When the input completes, every proxy is closed and the stream completes.
  */
@@ -68,6 +72,7 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('host');
+  const localAddresses = opts.localAddresses ?? interfaceAddresses;
   const jitter = opts.backoff?.jitter ?? defaultBackoff.jitter;
   const delayOf = (attempt: number): number => Math.round(backoffDelay(attempt, opts.backoff) * (1 + jitter * (2 * random() - 1)));
 
@@ -146,6 +151,7 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
 
       const input = mappings$.subscribe({
         next: (mapping) => {
+          const local = mapping.remove ? new Set<string>() : localAddresses();
           for (const binding of mapping.bindings) {
             if (mapping.remove) {
               remove(binding);
@@ -156,6 +162,13 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
               const key = bindingKey(binding);
               const family = binding.hostIp.includes(':') ? 'IPv6' : 'IPv4';
               const reason = `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`;
+              log.warn({ key }, `skipping ${key}: ${reason}`);
+              subscriber.next({ type: 'skipped', key, reason });
+              continue;
+            }
+            if (loopsBack(binding, target, local)) {
+              const key = bindingKey(binding);
+              const reason = `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`;
               log.warn({ key }, `skipping ${key}: ${reason}`);
               subscriber.next({ type: 'skipped', key, reason });
               continue;
@@ -186,4 +199,8 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
 
 function count(n: number, one: string, many: string): string {
   return `${String(n)} ${n === 1 ? one : many}`;
+}
+
+function interfaceAddresses(): ReadonlySet<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).map((a) => a.address)));
 }

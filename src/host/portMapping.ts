@@ -161,6 +161,17 @@ export function targetFor(binding: Pick<HostBinding, 'hostIp'>, connectAddrs: re
   return connectAddrs.find((a) => a.family === family && !(family === 6 && isLinkLocalIPv6(a.ip)))?.ip;
 }
 
+/**
+ * Whether a binding would forward to itself: its target is an address of this host (`local`, or
+ * anything in 127/8) and the binding listens there, on that address or the unspecified one. Each
+ * connection would open another until the host ran out of sockets. It happens only when the
+ * "VM" is this very machine (an agent with `-connectInterface lo`, say).
+ */
+export function loopsBack(binding: Pick<HostBinding, 'hostIp'>, target: string, local: ReadonlySet<string>): boolean {
+  const isLocal = local.has(target) || (isIPv4(target) && target.startsWith('127.'));
+  return isLocal && (binding.hostIp === '0.0.0.0' || binding.hostIp === '::' || binding.hostIp === target);
+}
+
 /** `tcp/0.0.0.0:8080`, `udp/[::]:53`: the identity of a binding on the host. */
 export function bindingKey(b: Pick<HostBinding, 'protocol' | 'hostIp' | 'hostPort'>): string {
   return `${b.protocol}/${hostPort(b.hostIp, b.hostPort)}`;

@@ -38,9 +38,16 @@ export async function benchMemory(quick: boolean): Promise<void> {
     report({ name: `agent.heap.${String(forwards)}`, value: round(m.heapUsed / 2 ** 20, 1), unit: 'MB', forwards, note: 'heapUsed after GC' });
   }
   const idleMs = quick ? 3_000 : 10_000;
-  child.send({ type: 'idle', ms: idleMs });
+  child.send({ type: 'idle', settleMs: quick ? 1_000 : 5_000, ms: idleMs });
   const idle = await next('idle');
-  report({ name: 'agent.idle_cpu.pipeline_10000', value: round((idle.cpuMicros / 1000 / idle.ms) * 100, 3), unit: '% of a core', over_ms: idleMs, target: '<= 1 %' });
+  report({
+    name: 'agent.idle_cpu.pipeline_10000',
+    value: round((idle.cpuMicros / 1000 / idle.ms) * 100, 3),
+    unit: '% of a core',
+    over_ms: idleMs,
+    target: '<= 1 %',
+    note: 'includes the vtunnel re-send of all 10,000 forwards every 3 s, and the in-process peer reading it',
+  });
   child.send({ type: 'stop' });
   await new Promise((resolve) => child.once('exit', resolve));
 

@@ -1,9 +1,11 @@
 /**
  * The agent pipeline alone, in a process of its own, for `bench/memory.ts`: a synthetic source
- * through toPortSet, diffPortSets, the merge, the coalescer and the real vtunnel sink (to a peer
- * in this process that reads and drops each message). Forked with --expose-gc and an IPC channel:
- * `{type:'set', forwards}` publishes that many forwards (10 per owner) and answers with the
- * memory after GC; `{type:'idle', ms}` answers with the CPU used over that much idle time.
+ * through createAgent (toPortDeltas, the merge, the coalescer) and the real vtunnel sink (to a
+ * peer in this process that reads and drops each message). Forked with --expose-gc and an IPC
+ * channel: `{type:'set', forwards}` publishes that many forwards (10 per owner) and answers with
+ * the memory after GC; `{type:'idle', settleMs, ms}` waits `settleMs` (start-up compilation and
+ * the sweep after the last set are not idleness), then answers with the CPU used over `ms`. The
+ * idle CPU includes the sink's periodic re-send of the whole state and the peer reading it.
  */
 import net from 'node:net';
 import { pino } from 'pino';
@@ -50,7 +52,7 @@ function owners(forwards: number): [string, Forward[]][] {
   ]);
 }
 
-process.on('message', (message: { type: 'set'; forwards: number } | { type: 'idle'; ms: number } | { type: 'stop' }) => {
+process.on('message', (message: { type: 'set'; forwards: number } | { type: 'idle'; settleMs: number; ms: number } | { type: 'stop' }) => {
   void (async () => {
     if (message.type === 'set') {
       events.next(snapshot(owners(message.forwards)));
@@ -61,6 +63,7 @@ process.on('message', (message: { type: 'set'; forwards: number } | { type: 'idl
       const { rss, heapUsed } = process.memoryUsage();
       process.send?.({ type: 'memory', forwards: message.forwards, rss, heapUsed });
     } else if (message.type === 'idle') {
+      await sleep(message.settleMs);
       const before = process.cpuUsage();
       await sleep(message.ms);
       const used = process.cpuUsage(before);

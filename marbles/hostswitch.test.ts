@@ -122,6 +122,7 @@ function options(scheduler: TestScheduler, request: HostSwitchSinkOptions['reque
     tapInterfaceIp: '192.168.127.2',
     requestTimeoutMs: 50,
     withdrawTimeoutMs: 100,
+    resyncMs: 0, // the periodic re-read has a test of its own
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
@@ -542,5 +543,37 @@ test(
       '/services/forwarder/expose {"local":"127.0.0.1:8080","remote":"192.168.127.2:8080","protocol":"tcp"}',
       '/services/forwarder/unexpose {"local":"127.0.0.1:8080","protocol":"tcp"}',
     ]);
+  }),
+);
+
+test(
+  'while idle, the host\'s forwards are re-read every resyncMs: a host switch that restarted empty gets them back',
+  marbles((h, scheduler) => {
+    const { request, calls, unused } = scripted(h, scheduler, {
+      all: [list(), list(), list(entry(8080))],
+      'expose tcp/127.0.0.1:8080': [ok(), ok()],
+      'unexpose tcp/127.0.0.1:8080': [ok()],
+    });
+    const { opts } = options(scheduler, request, { resyncMs: 20 });
+    // published at 2; the re-read at 20 finds the host empty (it restarted): exposed again at 21;
+    // the re-read at 40 finds it there; the input completes at 50: withdrawn, and no more reads
+    const seen = record(h.cold('a 49ms |', { a: add(p8080) }).pipe(hostSwitchSink(opts)), scheduler);
+    h.flush();
+    assert.deepEqual(calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '20 all', '21 expose tcp/127.0.0.1:8080', '40 all', '50 unexpose tcp/127.0.0.1:8080']);
+    assert.deepEqual(seen, ['2 wrote +tcp/8080', '22 wrote +tcp/8080', '51 withdrawn 1', '51 complete']);
+    assert.deepEqual(unused(), []);
+  }),
+);
+
+test(
+  'with nothing published there is no periodic re-read',
+  marbles((h, scheduler) => {
+    const { request, calls, unused } = scripted(h, scheduler, { all: [list()] });
+    const { opts } = options(scheduler, request, { resyncMs: 20 });
+    const seen = record(h.cold<PortDelta>('69ms |').pipe(hostSwitchSink(opts)), scheduler);
+    h.flush();
+    assert.deepEqual(calls, ['0 all']);
+    assert.deepEqual(seen, ['69 withdrawn 0', '69 complete']);
+    assert.deepEqual(unused(), []);
   }),
 );

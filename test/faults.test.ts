@@ -13,6 +13,7 @@
  * | vtunnel peer restarts empty, no changes  | -docker → vtunnel            | docker ps         | a new, empty receiver   |
  * | API server drops and answers 410         | -kubernetes → vtunnel        | the Services made | strict vtunnel receiver |
  * | host switch answers 500                  | -docker → -hostSwitchURL     | docker ps         | forwarder fake          |
+ * | host switch restarts empty, no changes   | -docker → -hostSwitchURL     | docker ps         | forwarder fake, emptied |
  * | SIGTERM during a burst of 20 starts      | -docker → vtunnel            | (nothing)         | strict vtunnel receiver |
  *
  * Each fault lasts `PORTSTREAM_FAULT_MS` (default 3000 ms; an engine's own start comes on top).
@@ -538,6 +539,13 @@ engineTest('the host switch answers 500 while containers come and go (udp too): 
     fake.requests.slice(requestsAtRecovery).includes(`POST /services/forwarder/unexpose {"local":"127.0.0.1:${String(p.goneUdp)}","protocol":"udp"}`),
     `the udp unexpose after the recovery: ${fake.requests.slice(requestsAtRecovery).join('\n')}`,
   );
+
+  // Now it loses every forward (restarts empty) while nothing changes here: no request fails, so
+  // only the agent's periodic re-read of /all can notice.
+  for (const proxy of fake.proxies.values()) proxy.close();
+  fake.proxies.clear();
+  const quietRestart = performance.now();
+  await convergence(t, 'host switch restarted empty while nothing changed', quietRestart, look, () => `${agent.tail()}\nforwarder: ${fake.view().join(', ')}`, (truth) => same(truth, expected));
   assertStillRunning(agent);
 });
 

@@ -4,6 +4,7 @@ import {
   asyncScheduler,
   defer,
   finalize,
+  interval,
   Observable,
   Subscription,
   take,
@@ -65,13 +66,24 @@ export interface HostSwitchSinkOptions {
   readonly requestTimeoutMs?: number;
   /** Bound on withdrawing everything after the input completes. */
   readonly withdrawTimeoutMs?: number;
+  /**
+   * While idle with something published, re-read the host's forwards this often (0: never), so
+   * a host switch that restarted empty while nothing changed here gets its forwards back.
+   */
+  readonly resyncMs?: number;
   readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
 }
 
-export const hostSwitchDefaults = { tapInterfaceIp: '192.168.127.2', concurrency: 4, requestTimeoutMs: 5_000, withdrawTimeoutMs: 5_000 } as const;
+export const hostSwitchDefaults = {
+  tapInterfaceIp: '192.168.127.2',
+  concurrency: 4,
+  requestTimeoutMs: 5_000,
+  withdrawTimeoutMs: 5_000,
+  resyncMs: 3_000,
+} as const;
 
 /** A forward on the host as far as the sink knows: `unknown` after a request that got no answer. */
 interface Published {
@@ -99,7 +111,8 @@ interface Claim {
  *   requests: G(E)-----(U)------      G = GET /all at start-up, E = expose, U = unexpose
  *   reports:  --w--------x----(y|)    w, x = wrote, y = withdrawn
  *
- * - Start-up (and after any failure to reach the host switch): `GET /services/forwarder/all`.
+ * - Start-up, after any failure to reach the host switch, and every `resyncMs` while idle with
+ *   something published: `GET /services/forwarder/all`.
  *   An entry that is exactly one we want (protocol, local and remote) is adopted; one that we had
  *   published but is gone is exposed again; anything else is the host's and left alone.
  * - `proxy already running` on expose: adopted (ours, from an earlier run). `proxy not found`
@@ -116,6 +129,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
   const concurrency = Math.max(1, opts.concurrency ?? hostSwitchDefaults.concurrency);
   const requestTimeoutMs = opts.requestTimeoutMs ?? hostSwitchDefaults.requestTimeoutMs;
   const withdrawTimeoutMs = opts.withdrawTimeoutMs ?? hostSwitchDefaults.withdrawTimeoutMs;
+  const resyncMs = opts.resyncMs ?? hostSwitchDefaults.resyncMs;
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('hostswitch');
@@ -152,6 +166,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
       let globalFailures = 0;
       let lastError = '';
       let withdrawing: { readonly deadline: Subscription; removed: number } | undefined;
+      let resync: Subscription | undefined; // the periodic re-read of the host's forwards
       let reconciling = false;
       /** Counts reconcile calls made while one runs: the running one then goes round again. */
       let calledWhileRunning = 0;
@@ -434,6 +449,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
       // ---- shutdown -------------------------------------------------------------------------
 
       const startWithdraw = (): void => {
+        resync?.unsubscribe();
         claims.clear();
         skipped.clear();
         // Shutdown should not sit out a long back-off: try now, and back off afresh from here.
@@ -474,8 +490,18 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
       });
       // Start-up: read the host's forwards even before the first delta.
       reconcile();
+      // The expose API has no way to say it restarted: look, now and then, when nothing else is going on.
+      if (resyncMs > 0 && !withdrawing) {
+        resync = interval(resyncMs, scheduler).subscribe(() => {
+          const idle = inFlight.size === 0 && syncing === undefined && globalRetry === undefined && !needSync;
+          if (!idle || withdrawing || (claims.size === 0 && onHost.size === 0)) return;
+          needSync = true;
+          reconcile();
+        });
+      }
 
       return () => {
+        resync?.unsubscribe();
         input.unsubscribe();
         for (const sub of inFlight.values()) sub.unsubscribe();
         syncing?.unsubscribe();

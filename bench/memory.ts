@@ -4,6 +4,7 @@
  * the real agent process watching Docker, containerd and iptables with nothing happening.
  */
 import { fork, spawn } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { sleep } from './harness.js';
 import { report, round } from './stats.js';
@@ -13,9 +14,17 @@ import { startReceiver } from './receiver.js';
 type Reply = { type: 'ready' } | { type: 'memory'; forwards: number; rss: number; heapUsed: number } | { type: 'idle'; cpuMicros: number; ms: number };
 
 export async function benchMemory(quick: boolean): Promise<void> {
+  // The vtunnel peer, here rather than in the child: its reading is the host's work, not the agent's.
+  const peer = net.createServer((socket) => {
+    socket.resume();
+    socket.on('end', () => socket.end());
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
   const child = fork(new URL('./memoryChild.ts', import.meta.url).pathname, [], {
     execArgv: ['--expose-gc', '--import', 'tsx'],
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    env: { ...process.env, PORTSTREAM_BENCH_PEER_PORT: String((peer.address() as net.AddressInfo).port) },
   });
   const replies: Reply[] = [];
   let wake: (() => void) | undefined;
@@ -38,7 +47,8 @@ export async function benchMemory(quick: boolean): Promise<void> {
     report({ name: `agent.heap.${String(forwards)}`, value: round(m.heapUsed / 2 ** 20, 1), unit: 'MB', forwards, note: 'heapUsed after GC' });
   }
   const idleMs = quick ? 3_000 : 10_000;
-  child.send({ type: 'idle', settleMs: quick ? 1_000 : 5_000, ms: idleMs });
+  // A fresh process compiles and sweeps for some 15 s after its start; that is not idleness.
+  child.send({ type: 'idle', settleMs: quick ? 3_000 : 20_000, ms: idleMs });
   const idle = await next('idle');
   report({
     name: 'agent.idle_cpu.pipeline_10000',
@@ -46,23 +56,24 @@ export async function benchMemory(quick: boolean): Promise<void> {
     unit: '% of a core',
     over_ms: idleMs,
     target: '<= 1 %',
-    note: 'includes the vtunnel re-send of all 10,000 forwards every 3 s, and the in-process peer reading it',
+    note: 'includes the vtunnel re-send of all 10,000 forwards every 3 s',
   });
   child.send({ type: 'stop' });
   await new Promise((resolve) => child.once('exit', resolve));
+  peer.close();
 
-  await benchIdleAgentProcess(idleMs);
+  await benchIdleAgentProcess(idleMs, quick ? 5_000 : 20_000);
 }
 
 /** The real agent process (`src/main.ts`), idle: CPU from /proc/PID/stat over `ms`. */
-async function benchIdleAgentProcess(ms: number): Promise<void> {
+async function benchIdleAgentProcess(ms: number, settleMs: number): Promise<void> {
   const receiver = await startReceiver();
   const args = ['-privilegedService', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo'];
   if (await dockerAnswers()) args.push('-docker');
   if (existsSync('/run/containerd/containerd.sock')) args.push('-containerd', '-containerdSock', '/run/containerd/containerd.sock');
   const agent = spawn(process.execPath, ['--import', 'tsx', new URL('../src/main.ts', import.meta.url).pathname, ...args], { stdio: 'ignore' });
   try {
-    await sleep(5_000); // start-up, first lists, the iptables monitor
+    await sleep(settleMs); // start-up, first lists, the iptables monitor, the compiler's late work
     const ticks = (): number => {
       const fields = readFileSync(`/proc/${String(agent.pid)}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
       return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (100 Hz)

@@ -1,13 +1,12 @@
 /**
  * The agent pipeline alone, in a process of its own, for `bench/memory.ts`: a synthetic source
- * through createAgent (toPortDeltas, the merge, the coalescer) and the real vtunnel sink (to a
- * peer in this process that reads and drops each message). Forked with --expose-gc and an IPC
- * channel: `{type:'set', forwards}` publishes that many forwards (10 per owner) and answers with
+ * through createAgent (toPortDeltas, the merge, the coalescer) and the real vtunnel sink (to the
+ * peer at 127.0.0.1:PORTSTREAM_BENCH_PEER_PORT, in the parent, that reads and drops each message).
+ * Forked with --expose-gc and an IPC channel: `{type:'set', forwards}` publishes that many forwards (10 per owner) and answers with
  * the memory after GC; `{type:'idle', settleMs, ms}` waits `settleMs` (start-up compilation and
  * the sweep after the last set are not idleness), then answers with the CPU used over `ms`. The
- * idle CPU includes the sink's periodic re-send of the whole state and the peer reading it.
+ * idle CPU includes the sink's periodic re-send of the whole state.
  */
-import net from 'node:net';
 import { pino } from 'pino';
 import { Subject } from 'rxjs';
 import { createAgent } from '../src/agent.js';
@@ -19,13 +18,8 @@ setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with --expose-gc');
 
-const peer = net.createServer((socket) => {
-  socket.resume();
-  socket.on('end', () => socket.end());
-  socket.on('error', () => undefined);
-});
-await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
-const { port } = peer.address() as net.AddressInfo;
+const port = Number(process.env['PORTSTREAM_BENCH_PEER_PORT']);
+if (!Number.isInteger(port) || port <= 0) throw new Error('set PORTSTREAM_BENCH_PEER_PORT');
 
 const events = new Subject<SourceEvent>();
 const stop = new Subject<void>();
@@ -70,7 +64,6 @@ process.on('message', (message: { type: 'set'; forwards: number } | { type: 'idl
       process.send?.({ type: 'idle', cpuMicros: used.user + used.system, ms: message.ms });
     } else {
       stop.next();
-      peer.close();
       process.disconnect();
     }
   })();

@@ -239,6 +239,46 @@ test('TCP back-pressure: a client that does not read holds the VM side back', { 
   await waitFor('all the data', () => got === offered, 30_000);
 });
 
+test('TCP back-pressure the other way: a VM side that does not read holds the host client back', { timeout: 30_000 }, async (t) => {
+  const port = await freePort();
+  let vmSocket: net.Socket | undefined;
+  await tcpServer(t, VM, port, (socket) => {
+    vmSocket = socket;
+    socket.pause(); // reads nothing, for now
+  });
+  const { receiver } = await startReceiver(t);
+  await sendLine(receiver, addLine(forward(port)));
+  await waitFor('the binding', () => receiver.bindings().size === 1);
+
+  const offered = 256 * 1024 * 1024;
+  const chunk = Buffer.alloc(256 * 1024, 9);
+  let sent = 0;
+  const client = net.connect(port, '127.0.0.1');
+  t.after(() => client.destroy());
+  const pump = (): void => {
+    while (sent < offered) {
+      sent += chunk.length;
+      if (!client.write(chunk)) {
+        client.once('drain', pump);
+        return;
+      }
+    }
+    client.end();
+  };
+  client.once('connect', pump);
+  await waitFor('the VM side', () => vmSocket !== undefined);
+  await sleep(1_000);
+  const first = sent;
+  await sleep(500);
+  assert.equal(sent, first, `the client kept writing into a proxy the VM does not read from (${String(first)} then ${String(sent)} bytes)`);
+  assert.ok(first < 64 * 1024 * 1024, `${String(first >> 20)} MiB left the client while the VM side read nothing`);
+
+  let got = 0;
+  vmSocket?.on('data', (c: Buffer) => (got += c.length));
+  vmSocket?.resume();
+  await waitFor('all the data', () => got === offered, 30_000);
+});
+
 test('UDP: a request gets its reply through the relay; two clients are two flows; an idle flow is closed', { timeout: 30_000 }, async (t) => {
   const port = await freePort();
   const vmUdp = dgram.createSocket('udp4');

@@ -20,7 +20,7 @@
  * With `PORTSTREAM_FAULTS_LOG_DIR=DIR` each case's agent log (debug level) is kept in DIR.
  *
  * dockerd is the system one (other test files use it at the same time), so "the truth" and the
- * host end's view are both cut down to this file's host ports, 43000-43999: a container another
+ * host end's view are both cut down to this file's host ports, 23000-23999: a container another
  * test runs meanwhile is the agent's business but not this file's. The containerd case runs its
  * own containerd (containerdEngine.ts), which it may kill; the system containerd is never touched.
  * Every container carries a label unique to this run, so the file's `after` hook removes only
@@ -71,16 +71,19 @@ const holdMs = 750;
  */
 const faultMs = Number(process.env['PORTSTREAM_FAULT_MS'] ?? 3_000);
 
-/** This file's host ports; the views and the truth are compared within them. */
-const firstPort = 43000;
-const lastPort = 43999;
+/**
+ * This file's host ports; the views and the truth are compared within them. Below Linux's
+ * ephemeral range (32768-60999), so no outgoing connection can hold one as its source port.
+ */
+const firstPort = 23000;
+const lastPort = 23999;
 const ports = {
-  dockerd: { receiver: 43900, plain: 43001, always: 43002, alwaysUdp: 43003 },
-  containerd: { receiver: 43901, keepA: 43101, keepB: 43102, keepBUdp: 43103, victim: 43104 },
-  peer: { receiver: 43902, keep: 43201, gone: 43202, goneUdp: 43203, added: 43204, addedUdp: 43205 },
-  kubernetes: { receiver: 43903, apiServer: 43906, k8sApiPort: 43399 },
-  hostSwitch: { forwarder: 43904, keep: 43401, gone: 43402, goneUdp: 43403, added: 43404, addedUdp: 43405 },
-  sigterm: { receiver: 43905, burst: 43500 },
+  dockerd: { receiver: 23900, plain: 23001, always: 23002, alwaysUdp: 23003 },
+  containerd: { receiver: 23901, keepA: 23101, keepB: 23102, keepBUdp: 23103, victim: 23104 },
+  peer: { receiver: 23902, keep: 23201, gone: 23202, goneUdp: 23203, added: 23204, addedUdp: 23205 },
+  kubernetes: { receiver: 23903, apiServer: 23906, k8sApiPort: 23399 },
+  hostSwitch: { forwarder: 23904, keep: 23401, gone: 23402, goneUdp: 23403, added: 23404, addedUdp: 23405 },
+  sigterm: { receiver: 23905, burst: 23500 },
 } as const;
 
 const runLabel = `portstream-faults=${randomBytes(6).toString('hex')}`;
@@ -104,9 +107,8 @@ function viewKeys(receiver: Receiver): PortKey[] {
 }
 
 /**
- * A receiver on `port` again. 43000-43999 lies in Linux's ephemeral range (32768-60999), so one
- * of the agent's connection attempts may hold the port as its source port for a moment (see the
- * self-connect check in src/sinks/vtunnelTransport.ts): retry briefly, as a restarting peer would.
+ * A receiver on `port` again: a restarting peer may find its port still held for a moment (an
+ * ephemeral range that someone configured lower, a connection still closing); retry briefly.
  */
 async function listenAgain(port: number): Promise<Receiver> {
   const deadline = performance.now() + 2_000;
@@ -446,8 +448,8 @@ engineTest('the Kubernetes API server drops connections and answers 410 while Se
   };
   const truth = (): PortKey[] => sorted(new Set([`tcp/0.0.0.0:${String(p.k8sApiPort)}`, ...[...services.values()].flat()]));
 
-  create({ name: 'web', type: 'NodePort', ports: [{ port: 80, nodePort: 43301 }] });
-  create({ name: 'dns', type: 'LoadBalancer', ports: [{ name: 'tcp', protocol: 'TCP', port: 43302 }, { name: 'udp', protocol: 'UDP', port: 43302 }] });
+  create({ name: 'web', type: 'NodePort', ports: [{ port: 80, nodePort: 23301 }] });
+  create({ name: 'dns', type: 'LoadBalancer', ports: [{ name: 'tcp', protocol: 'TCP', port: 23302 }, { name: 'udp', protocol: 'UDP', port: 23302 }] });
   create({ name: 'internal', ports: [{ port: 8080 }] });
 
   const agent = agentFor(t, 'kubernetes', ['-kubernetes', '-kubeconfig', kubeconfig, '-k8sAPIPort', String(p.k8sApiPort), ...vtunnelFlags(p.receiver)]);
@@ -460,18 +462,18 @@ engineTest('the Kubernetes API server drops connections and answers 410 while Se
   const { lists: listsBefore, gone: goneBefore } = server.stats;
   const changes: (() => void)[] = [
     () => { remove('web'); },
-    () => { create({ name: 'game', type: 'NodePort', ports: [{ name: 'tcp', protocol: 'TCP', port: 7777, nodePort: 43303 }, { name: 'udp', protocol: 'UDP', port: 7777, nodePort: 43303 }] }); },
-    () => { create({ name: 'brief', type: 'NodePort', ports: [{ port: 81, nodePort: 43304 }] }); },
+    () => { create({ name: 'game', type: 'NodePort', ports: [{ name: 'tcp', protocol: 'TCP', port: 7777, nodePort: 23303 }, { name: 'udp', protocol: 'UDP', port: 7777, nodePort: 23303 }] }); },
+    () => { create({ name: 'brief', type: 'NodePort', ports: [{ port: 81, nodePort: 23304 }] }); },
     () => { remove('brief'); },
     () => { server.update('default', 'dns', { type: 'ClusterIP' }); services.set('dns', []); },
-    () => { create({ name: 'lb', type: 'LoadBalancer', ports: [{ protocol: 'UDP', port: 43305 }] }); },
+    () => { create({ name: 'lb', type: 'LoadBalancer', ports: [{ protocol: 'UDP', port: 23305 }] }); },
   ];
   const brokenAt = performance.now();
   for (let tick = 0; performance.now() - brokenAt < faultMs; tick++) {
     if (tick % 2 === 0) server.dropConnections();
     else server.expireWatches();
     server.afterNextList(() => {
-      create({ name: `between-${String(tick)}`, type: 'NodePort', ports: [{ port: 82, nodePort: 43310 + (tick % 50) }] });
+      create({ name: `between-${String(tick)}`, type: 'NodePort', ports: [{ port: 82, nodePort: 23310 + (tick % 50) }] });
       server.compact();
     });
     changes[tick]?.();

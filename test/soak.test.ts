@@ -20,7 +20,7 @@
  *
  * The measured figures are printed with `t.diagnostic`. dockerd is the system one, shared with
  * other test files, so the receiver's view is compared with the truth only on this file's host
- * ports (44000-44099), and containers carry a label unique to this run as well as the test label.
+ * ports (24000-24099, below Linux's ephemeral range, so no outgoing connection can hold one), and containers carry a label unique to this run as well as the test label.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -60,7 +60,7 @@ const cycles = Number(process.env['PORTSTREAM_SOAK_CYCLES'] ?? 40);
 /** Containers started (and removed) at once in one round. */
 const parallel = 8;
 /** This file's host ports: round r uses firstPort .. firstPort + parallel - 1. */
-const firstPort = 44000;
+const firstPort = 24000;
 /** The margins the end state must be within. */
 const fdMargin = 2;
 const heapMarginBytes = 5 * 2 ** 20;
@@ -181,6 +181,9 @@ engineTest(
       if (exit === undefined && alive(pid)) child.kill('SIGKILL');
       await exited;
       await containers.removeAll();
+      // and whatever a failed round left: a docker run that failed still created its container
+      const left = (await docker('ps', '-aq', '--filter', `label=${runLabel}`)).split('\n').filter((id) => id !== '');
+      if (left.length > 0) await docker('rm', '-f', ...left);
       await receiver.close();
       await rm(dir, { recursive: true, force: true });
     });
@@ -215,7 +218,9 @@ engineTest(
     /** One round: `count` containers started at once, each seen published; then removed, each seen withdrawn. */
     const round = async (count: number): Promise<void> => {
       const ports = Array.from({ length: count }, (_, i) => firstPort + i);
-      await Promise.all(ports.map((port) => containers.run('--label', runLabel, '-p', `${String(port)}:80`, busyboxImage, 'sleep', '3600')));
+      // every run settles before a failure is reported, so none is still starting during clean-up
+      const runs = await Promise.allSettled(ports.map((port) => containers.run('--label', runLabel, '-p', `${String(port)}:80`, busyboxImage, 'sleep', '3600')));
+      for (const run of runs) if (run.status === 'rejected') throw run.reason;
       await waitFor(
         () => ports.every((port) => receiver.view.has(`tcp/0.0.0.0:${String(port)}`)),
         20_000,

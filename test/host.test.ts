@@ -197,25 +197,35 @@ test('TCP: 1 MiB each way at once arrives intact, and a half-close lets the othe
   assert.equal(all.subarray(down.length + 1).toString(), sha256(up), 'the 1 MiB to the VM arrived intact');
 });
 
+/**
+ * Writes `total` bytes to `socket` as fast as it takes them, then ends it; `written()` is how
+ * much it has taken so far (it stops growing when back-pressure holds the writer).
+ */
+function flood(socket: net.Socket, total: number): { written: () => number } {
+  const chunk = Buffer.alloc(256 * 1024, 7);
+  let written = 0;
+  const pump = (): void => {
+    while (written < total) {
+      written += chunk.length;
+      if (!socket.write(chunk)) {
+        socket.once('drain', pump);
+        return;
+      }
+    }
+    socket.end();
+  };
+  pump();
+  return { written: () => written };
+}
+
 test('TCP back-pressure: a client that does not read holds the VM side back', { timeout: 30_000 }, async (t) => {
   const port = await freePort();
   const offered = 256 * 1024 * 1024;
-  const chunk = Buffer.alloc(256 * 1024, 7);
-  let accepted = 0;
   let vmSocket: net.Socket | undefined;
+  let vmSide: { written: () => number } | undefined;
   await tcpServer(t, VM, port, (socket) => {
     vmSocket = socket;
-    const pump = (): void => {
-      while (accepted < offered) {
-        accepted += chunk.length;
-        if (!socket.write(chunk)) {
-          socket.once('drain', pump);
-          return;
-        }
-      }
-      socket.end();
-    };
-    pump();
+    vmSide = flood(socket, offered);
   });
   const { receiver } = await startReceiver(t);
   await sendLine(receiver, addLine(forward(port)));
@@ -227,9 +237,9 @@ test('TCP back-pressure: a client that does not read holds the VM side back', { 
   await waitFor('the VM side', () => vmSocket !== undefined);
   // Let the buffers fill, then look twice: the amount the VM side got rid of must stop growing.
   await sleep(1_000);
-  const first = accepted;
+  const first = vmSide?.written() ?? 0;
   await sleep(500);
-  assert.equal(accepted, first, `the VM side kept writing into a proxy nobody reads from (${String(first)} then ${String(accepted)} bytes)`);
+  assert.equal(vmSide?.written(), first, `the VM side kept writing into a proxy nobody reads from (${String(first)} then ${String(vmSide?.written())} bytes)`);
   assert.ok(first < 64 * 1024 * 1024, `${String(first >> 20)} MiB left the VM side while the client read nothing`);
 
   // Reading again drains everything.
@@ -251,26 +261,14 @@ test('TCP back-pressure the other way: a VM side that does not read holds the ho
   await waitFor('the binding', () => receiver.bindings().size === 1);
 
   const offered = 256 * 1024 * 1024;
-  const chunk = Buffer.alloc(256 * 1024, 9);
-  let sent = 0;
   const client = net.connect(port, '127.0.0.1');
   t.after(() => client.destroy());
-  const pump = (): void => {
-    while (sent < offered) {
-      sent += chunk.length;
-      if (!client.write(chunk)) {
-        client.once('drain', pump);
-        return;
-      }
-    }
-    client.end();
-  };
-  client.once('connect', pump);
+  const clientSide = flood(client, offered);
   await waitFor('the VM side', () => vmSocket !== undefined);
   await sleep(1_000);
-  const first = sent;
+  const first = clientSide.written();
   await sleep(500);
-  assert.equal(sent, first, `the client kept writing into a proxy the VM does not read from (${String(first)} then ${String(sent)} bytes)`);
+  assert.equal(clientSide.written(), first, `the client kept writing into a proxy the VM does not read from (${String(first)} then ${String(clientSide.written())} bytes)`);
   assert.ok(first < 64 * 1024 * 1024, `${String(first >> 20)} MiB left the client while the VM side read nothing`);
 
   let got = 0;

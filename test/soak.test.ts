@@ -1,26 +1,32 @@
 /**
- * A bounded soak (issue 7): nothing grows while containers come and go.
+ * A bounded soak (issue 7): nothing grows while containers and rules come and go.
  *
  * 1. The REAL agent (`node --expose-gc --import tsx src/main.ts -docker -privilegedService
  *    -iptables=false -vtunnelAddr 127.0.0.1:PORT -connectInterface lo`, plus a test-only preload,
  *    soakProbe.ts, that answers SIGUSR2 with its memory after a full GC) against the real dockerd
  *    and the strict vtunnel receiver. After a warm-up, the agent's open file descriptors, sockets,
  *    listening sockets, RSS and heap are sampled (the baseline); then `PORTSTREAM_SOAK_CYCLES`
- *    containers (default 40, ~20 s; **1000 is the full soak**) are started with a published port
+ *    containers (default 40, ~10 s; **1000 is the full soak**) are started with a published port
  *    and removed, `parallel` at a time, each one seen published and then withdrawn by the
  *    receiver. After settling: file descriptors within +2 of the baseline, listening sockets not
  *    above it, heap (used, after GC) within +5 MB; the receiver holds none of this test's ports and
  *    nothing that `docker ps` does not show, and saw no violation of the wire contract. RSS is
  *    reported, not asserted (the allocator and JIT code do not give memory back on cue).
  *
- * 2. The pipeline alone, in this process (toPortSet → diffPortSets → mergeDeltas' ref-counting
+ * 2. The same in listener mode (`src/main.ts -iptables`), where the agent itself holds a socket
+ *    per port: as many CNI-style DNAT rules, added and removed `parallel` at a time in one
+ *    iptables-restore each, every placeholder seen open and then closed in /proc; the same
+ *    margins, and no chain of the test left.
+ *
+ * 3. The pipeline alone, in this process (toPortSet → diffPortSets → mergeDeltas' ref-counting
  *    → coalesceDeltas, two sources whose ports collide), fed 100,000 synthetic start and stop
  *    events in virtual time: the published set always equals the truth, ends empty, and the heap
  *    after GC at the end is within +4 MB of the heap after the first 10,000 events.
  *
- * The measured figures are printed with `t.diagnostic`. dockerd is the system one, shared with
- * other test files, so the receiver's view is compared with the truth only on this file's host
- * ports (24000-24099, below Linux's ephemeral range, so no outgoing connection can hold one), and containers carry a label unique to this run as well as the test label.
+ * The measured figures are printed with `t.diagnostic`. The views are compared with the truth
+ * only on this file's host ports (24000-24199, below Linux's ephemeral range, so no outgoing
+ * connection can hold one), and containers carry a label unique to this run as well as the test
+ * label.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -53,14 +59,17 @@ import {
   TestContainers,
   waitFor,
 } from './engines.js';
+import { NatChains, ownChainsLeft, ownListeningKeys, restore } from './iptablesHarness.js';
 import { startReceiver } from './vtunnelReceiver.js';
 
 /** How many containers to start and remove; 1000 is the full soak. */
 const cycles = Number(process.env['PORTSTREAM_SOAK_CYCLES'] ?? 40);
 /** Containers started (and removed) at once in one round. */
 const parallel = 8;
-/** This file's host ports: round r uses firstPort .. firstPort + parallel - 1. */
+/** This file's host ports: each round of containers uses firstPort .. firstPort + parallel - 1. */
 const firstPort = 24000;
+/** And each round of DNAT rules rulePort .. rulePort + parallel - 1. */
+const rulePort = 24100;
 /** The margins the end state must be within. */
 const fdMargin = 2;
 const heapMarginBytes = 5 * 2 ** 20;
@@ -145,6 +154,124 @@ function rssBytes(pid: number): number {
 const describeSample = (s: Sample): string =>
   `fds ${String(s.fds)} (sockets ${String(s.sockets)}, listeners ${String(s.listeners)}), RSS ${mb(s.rssBytes)}, heapUsed after GC ${mb(s.heapUsed)}`;
 
+/** The real agent as a child process with the memory probe preloaded; killed in `t.after` if still running. */
+interface ProbedAgent {
+  readonly pid: number;
+  /** Its file descriptors, listeners, RSS and heap after GC, now. */
+  sample(): Promise<Sample>;
+  /** The end of its stderr, for failure messages. */
+  tail(): string;
+  /** Fails the test if the agent has exited. */
+  assertRunning(): void;
+  /** SIGTERM, then how it exited. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+async function startProbedAgent(t: TestContext, args: readonly string[]): Promise<ProbedAgent> {
+  const dir = await mkdtemp(join(tmpdir(), 'portstream-soak-'));
+  const probeFile = join(dir, 'memory.json');
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', '--import', probe, main, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, PORTSTREAM_SOAK_PROBE: probeFile },
+  });
+  assert.ok(child.pid !== undefined, 'the agent did not start');
+  const pid = child.pid;
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+    if (stderr.length > 2 * 2 ** 20) stderr = stderr.slice(-(2 ** 20));
+  });
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit = { code, signal };
+      resolve();
+    });
+  });
+  const tail = (): string => `--- agent stderr (tail) ---\n${stderr.trimEnd().split('\n').slice(-20).join('\n')}`;
+  t.after(async () => {
+    if (exit === undefined && alive(pid)) child.kill('SIGKILL');
+    await exited;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  let probed = 0;
+  const heapUsed = async (): Promise<number> => {
+    const want = probed + 1;
+    child.kill('SIGUSR2');
+    let usage: { sequence: number; gc: boolean; heapUsed: number } | undefined;
+    await waitFor(
+      () => {
+        if (exit !== undefined) throw new Error(`the agent exited (${JSON.stringify(exit)})`);
+        if (!existsSync(probeFile)) return false;
+        usage = JSON.parse(readFileSync(probeFile, 'utf8')) as { sequence: number; gc: boolean; heapUsed: number };
+        return usage.sequence >= want;
+      },
+      10_000,
+      () => `the agent's memory probe (SIGUSR2 → ${probeFile})\n${tail()}`,
+    );
+    probed = usage!.sequence;
+    assert.ok(usage!.gc, 'the agent runs without --expose-gc: heapUsed would not be after GC');
+    return usage!.heapUsed;
+  };
+  return {
+    pid,
+    sample: async () => ({ ...fdCounts(pid), rssBytes: rssBytes(pid), heapUsed: await heapUsed() }),
+    tail,
+    assertRunning: () => {
+      if (exit !== undefined) assert.fail(`the agent exited during the soak (${JSON.stringify(exit)})\n${tail()}`);
+    },
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+      return exit!;
+    },
+  };
+}
+
+/**
+ * Warms `agent` up with two rounds, samples the baseline, runs `cycles` cycles `parallel` at a
+ * time (`round(count)` starts `count` things, sees them published, removes them, sees them
+ * withdrawn), lets it settle, and holds the end sample to the baseline within the margins.
+ */
+async function soak(t: TestContext, what: string, agent: ProbedAgent, round: (count: number) => Promise<void>): Promise<void> {
+  const warmUpRounds = 2;
+  for (let i = 0; i < warmUpRounds; i++) await round(parallel);
+  // dockerode's keep-alive sockets to the engine close after 5 s idle: let them, then measure
+  await sleep(6_000);
+  const baseline = await agent.sample();
+  t.diagnostic(`baseline (after warm-up of ${String(warmUpRounds * parallel)} ${what}): ${describeSample(baseline)}`);
+
+  const started = performance.now();
+  let done = 0;
+  while (done < cycles) {
+    const count = Math.min(parallel, cycles - done);
+    await round(count);
+    done += count;
+    agent.assertRunning();
+  }
+  t.diagnostic(`${String(cycles)} ${what} added and removed (${String(parallel)} at a time) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+  // settle: keep-alive sockets close (5 s), the heap is collected; sample until the figures are
+  // back at the baseline (a real leak never gets there) or 15 s have passed, then hold them to
+  // their margins
+  const settleStart = performance.now();
+  let end = await agent.sample();
+  const settled = (x: Sample): boolean => x.fds <= baseline.fds && x.listeners <= baseline.listeners && x.heapUsed <= baseline.heapUsed + heapMarginBytes;
+  while (!settled(end) && performance.now() - settleStart < 15_000) {
+    await sleep(1_000);
+    end = await agent.sample();
+  }
+  t.diagnostic(`end (after settling ${((performance.now() - settleStart) / 1000).toFixed(1)} s): ${describeSample(end)}`);
+  t.diagnostic(
+    `change: fds ${end.fds - baseline.fds >= 0 ? '+' : ''}${String(end.fds - baseline.fds)} (margin +${String(fdMargin)}), listeners ${String(end.listeners - baseline.listeners)}, ` +
+      `RSS ${end.rssBytes >= baseline.rssBytes ? '+' : ''}${mb(end.rssBytes - baseline.rssBytes)} (reported only), heapUsed ${end.heapUsed >= baseline.heapUsed ? '+' : ''}${mb(end.heapUsed - baseline.heapUsed)} (margin +${mb(heapMarginBytes)})`,
+  );
+  assert.ok(end.fds <= baseline.fds + fdMargin, `file descriptors grew: ${String(baseline.fds)} → ${String(end.fds)}: ${fdLinks(agent.pid).join(' ')}`);
+  assert.ok(end.listeners <= baseline.listeners, `listening sockets grew: ${String(baseline.listeners)} → ${String(end.listeners)}`);
+  assert.ok(end.heapUsed <= baseline.heapUsed + heapMarginBytes, `heap grew: ${mb(baseline.heapUsed)} → ${mb(end.heapUsed)}`);
+}
+
 engineTest(
   `soak: the real agent through ${String(cycles)} docker run -p / rm -f cycles; fds, listeners and heap return to baseline`,
   { needs: dockerNeeds, timeout: 180_000 + cycles * 3_000 },
@@ -154,60 +281,14 @@ engineTest(
     const runLabel = `portstream-soak=${randomBytes(6).toString('hex')}`;
     const containers = new TestContainers();
     const receiver = await startReceiver();
-    const dir = await mkdtemp(join(tmpdir(), 'portstream-soak-'));
-    const probeFile = join(dir, 'memory.json');
-
-    const args = ['-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo'];
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', '--import', probe, main, ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, PORTSTREAM_SOAK_PROBE: probeFile },
-    });
-    assert.ok(child.pid !== undefined, 'the agent did not start');
-    const pid = child.pid;
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-      if (stderr.length > 2 * 2 ** 20) stderr = stderr.slice(-(2 ** 20));
-    });
-    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    const exited = new Promise<void>((resolve) => {
-      child.once('exit', (code, signal) => {
-        exit = { code, signal };
-        resolve();
-      });
-    });
-    const tail = (): string => `--- agent stderr (tail) ---\n${stderr.trimEnd().split('\n').slice(-20).join('\n')}`;
     t.after(async () => {
-      if (exit === undefined && alive(pid)) child.kill('SIGKILL');
-      await exited;
       await containers.removeAll();
       // and whatever a failed round left: a docker run that failed still created its container
       const left = (await docker('ps', '-aq', '--filter', `label=${runLabel}`)).split('\n').filter((id) => id !== '');
       if (left.length > 0) await docker('rm', '-f', ...left);
       await receiver.close();
-      await rm(dir, { recursive: true, force: true });
     });
-
-    let probed = 0;
-    const heapUsed = async (): Promise<number> => {
-      const want = probed + 1;
-      child.kill('SIGUSR2');
-      let usage: { sequence: number; gc: boolean; heapUsed: number } | undefined;
-      await waitFor(
-        () => {
-          if (exit !== undefined) throw new Error(`the agent exited (${JSON.stringify(exit)})`);
-          if (!existsSync(probeFile)) return false;
-          usage = JSON.parse(readFileSync(probeFile, 'utf8')) as { sequence: number; gc: boolean; heapUsed: number };
-          return usage.sequence >= want;
-        },
-        10_000,
-        () => `the agent's memory probe (SIGUSR2 → ${probeFile})\n${tail()}`,
-      );
-      probed = usage!.sequence;
-      assert.ok(usage!.gc, 'the agent runs without --expose-gc: heapUsed would not be after GC');
-      return usage!.heapUsed;
-    };
-    const sample = async (): Promise<Sample> => ({ ...fdCounts(pid), rssBytes: rssBytes(pid), heapUsed: await heapUsed() });
+    const agent = await startProbedAgent(t, ['-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo']);
 
     const mine = (key: string): boolean => {
       const port = Number(/:(\d+)$/.exec(key)?.[1]);
@@ -215,8 +296,7 @@ engineTest(
     };
     const view = (): string => JSON.stringify(sorted(receiver.view.keys()));
 
-    /** One round: `count` containers started at once, each seen published; then removed, each seen withdrawn. */
-    const round = async (count: number): Promise<void> => {
+    await soak(t, 'containers', agent, async (count) => {
       const ports = Array.from({ length: count }, (_, i) => firstPort + i);
       // every run settles before a failure is reported, so none is still starting during clean-up
       const runs = await Promise.allSettled(ports.map((port) => containers.run('--label', runLabel, '-p', `${String(port)}:80`, busyboxImage, 'sleep', '3600')));
@@ -224,55 +304,17 @@ engineTest(
       await waitFor(
         () => ports.every((port) => receiver.view.has(`tcp/0.0.0.0:${String(port)}`)),
         20_000,
-        () => `ports ${ports.join(', ')} to be published; the receiver holds ${view()}\n${tail()}`,
+        () => `ports ${ports.join(', ')} to be published; the receiver holds ${view()}\n${agent.tail()}`,
       );
       await containers.removeAll();
       await waitFor(
         () => ![...receiver.view.keys()].some(mine),
         20_000,
-        () => `ports ${ports.join(', ')} to be withdrawn; the receiver holds ${view()}\n${tail()}`,
+        () => `ports ${ports.join(', ')} to be withdrawn; the receiver holds ${view()}\n${agent.tail()}`,
       );
-    };
+    });
 
-    // warm-up: the agent is up, has connected, and has been through the whole path a few times
-    const warmUpRounds = 2;
-    for (let i = 0; i < warmUpRounds; i++) await round(parallel);
-    // dockerode's keep-alive sockets to the engine close after 5 s idle: let them, then measure
-    await sleep(6_000);
-    const baseline = await sample();
-    t.diagnostic(`baseline (after warm-up of ${String(warmUpRounds * parallel)} containers): ${describeSample(baseline)}`);
-
-    const started = performance.now();
-    let done = 0;
-    while (done < cycles) {
-      const count = Math.min(parallel, cycles - done);
-      await round(count);
-      done += count;
-      if (exit !== undefined) assert.fail(`the agent exited during the soak (${JSON.stringify(exit)})\n${tail()}`);
-    }
-    const soakMs = performance.now() - started;
-    t.diagnostic(`${String(cycles)} containers started and removed (${String(parallel)} at a time) in ${(soakMs / 1000).toFixed(1)} s`);
-
-    // settle: keep-alive sockets close (5 s), the heap is collected; sample until the figures are
-    // back at the baseline (a real leak never gets there) or 15 s have passed, then hold them to
-    // their margins
-    const settleStart = performance.now();
-    let end = await sample();
-    const settled = (s: Sample): boolean => s.fds <= baseline.fds && s.listeners <= baseline.listeners && s.heapUsed <= baseline.heapUsed + heapMarginBytes;
-    while (!settled(end) && performance.now() - settleStart < 15_000) {
-      await sleep(1_000);
-      end = await sample();
-    }
-    t.diagnostic(`end (after settling ${((performance.now() - settleStart) / 1000).toFixed(1)} s): ${describeSample(end)}`);
-    t.diagnostic(
-      `change: fds ${end.fds - baseline.fds >= 0 ? '+' : ''}${String(end.fds - baseline.fds)} (margin +${String(fdMargin)}), listeners ${String(end.listeners - baseline.listeners)}, ` +
-        `RSS ${end.rssBytes >= baseline.rssBytes ? '+' : ''}${mb(end.rssBytes - baseline.rssBytes)} (reported only), heapUsed ${end.heapUsed >= baseline.heapUsed ? '+' : ''}${mb(end.heapUsed - baseline.heapUsed)} (margin +${mb(heapMarginBytes)})`,
-    );
     t.diagnostic(`receiver: ${String(receiver.lines.length)} messages, ${String(receiver.violations.length)} violations`);
-
-    assert.ok(end.fds <= baseline.fds + fdMargin, `file descriptors grew: ${String(baseline.fds)} → ${String(end.fds)}: ${fdLinks(pid).join(' ')}`);
-    assert.ok(end.listeners <= baseline.listeners, `listening sockets grew: ${String(baseline.listeners)} → ${String(end.listeners)}`);
-    assert.ok(end.heapUsed <= baseline.heapUsed + heapMarginBytes, `heap grew: ${mb(baseline.heapUsed)} → ${mb(end.heapUsed)}`);
     assert.deepEqual(receiver.violations, [], 'the receiver saw messages off the wire contract');
     assert.deepEqual(sorted([...receiver.view.keys()].filter(mine)), [], 'ports of this test are still forwarded after their containers are gone');
     // nothing leaked on other ports either: whatever the receiver holds, a running container publishes
@@ -286,11 +328,41 @@ engineTest(
     );
     // and no container of this run is left behind
     assert.equal((await docker('ps', '-aq', '--filter', `label=${runLabel}`)).trim(), '', 'containers of this run are left');
-
     // and the agent still shuts down cleanly
-    child.kill('SIGTERM');
-    await exited;
-    assert.deepEqual(exit, { code: 0, signal: null }, tail());
+    assert.deepEqual(await agent.stop(), { code: 0, signal: null }, agent.tail());
+  },
+);
+
+engineTest(
+  `soak: the real agent in listener mode through ${String(cycles)} CNI DNAT rules added and removed; its placeholders, fds and heap return to baseline`,
+  { needs: ['root', 'iptables'], timeout: 180_000 + cycles * 3_000 },
+  async (t) => {
+    const chains = new NatChains();
+    t.after(() => chains.removeAll());
+    const agent = await startProbedAgent(t, ['-iptables']);
+    // its placeholders on this test's ports, from /proc: TCP listening, UDP bound
+    const ports = (p: number): boolean => p >= rulePort && p < rulePort + 100;
+    const held = (): string[] => sorted(ownListeningKeys(ports, agent.pid));
+
+    await soak(t, 'rules', agent, async (count) => {
+      const rules = Array.from({ length: count }, (_, i) => {
+        const protocol = i % 2 === 0 ? 'tcp' : 'udp';
+        return [`-p ${protocol} -m ${protocol} --dport ${String(rulePort + i)} -j DNAT --to-destination 10.213.0.2:80`];
+      });
+      const expected = sorted(rules.map((_, i) => `${i % 2 === 0 ? 'tcp' : 'udp'}/0.0.0.0:${String(rulePort + i)}`));
+      const { text } = await chains.batch('ipv4', rules);
+      await restore('ipv4', text);
+      await waitFor(
+        () => held().join(' ') === expected.join(' '),
+        20_000,
+        () => `placeholders ${expected.join(' ')}; the agent holds ${held().join(' ')}\n${agent.tail()}`,
+      );
+      await chains.removeAll();
+      await waitFor(() => held().length === 0, 20_000, () => `the placeholders to close; the agent holds ${held().join(' ')}\n${agent.tail()}`);
+    });
+
+    assert.deepEqual(await ownChainsLeft(), [], 'chains of this test are left');
+    assert.deepEqual(await agent.stop(), { code: 0, signal: null }, agent.tail());
   },
 );
 

@@ -196,6 +196,31 @@ test(
 );
 
 test(
+  'the same skipped add re-sent (the agent re-sends its state) warns once; a new reason, or an add after a remove, warns again',
+  marbles((h, scheduler) => {
+    const { open, calls } = scriptedOpen(h, scheduler, []);
+    const { opts, lines } = options(scheduler, open);
+    const noV6 = (addrs: string): string => `the VM sent no usable IPv6 connect address (${addrs})`;
+    const mappings = h.cold('a 9ms a 9ms b 9ms r 9ms b', {
+      a: add([http6], [vm, linkLocal]),
+      b: add([http6], [vm]),
+      r: del(http6),
+    });
+    h.expectObservable(mappings.pipe(manageBindings(opts))).toBe('s 19ms t 19ms t', {
+      s: { type: 'skipped', key: 'tcp/[::]:8080', reason: noV6('172.26.112.5/20, fe80::1/64') },
+      t: { type: 'skipped', key: 'tcp/[::]:8080', reason: noV6('172.26.112.5/20') },
+    });
+    h.flush();
+    assert.deepEqual(calls, []);
+    assert.deepEqual(lines().filter((l) => l.level === 40).map((l) => l.msg), [
+      `skipping tcp/[::]:8080: ${noV6('172.26.112.5/20, fe80::1/64')}`,
+      `skipping tcp/[::]:8080: ${noV6('172.26.112.5/20')}`,
+      `skipping tcp/[::]:8080: ${noV6('172.26.112.5/20')}`,
+    ]);
+  }),
+);
+
+test(
   'a binding whose VM address is this host\'s own would forward to itself: skipped with one line; a different local address is fine',
   marbles((h, scheduler) => {
     const { open, calls } = scriptedOpen(h, scheduler, ['l']);

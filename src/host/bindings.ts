@@ -64,7 +64,9 @@ interface Active {
  * - A listen that fails (host port taken) is retried with back-off until it succeeds or the
  *   binding is removed; the first failure logs a warning, repeats log at debug.
  * - A binding with no VM address of its family is skipped with one log line, and so is one
- *   whose VM address is this host's own and would send every connection back to itself.
+ *   whose VM address is this host's own and would send every connection back to itself. The
+ *   same add sent again (the agent re-sends its whole state) is skipped quietly, until the
+ *   reason changes or the binding is removed.
  * - A remove of an unknown binding is fine (adds are idempotent, removes too).
  * - When the input completes, every proxy is closed and the stream completes.
  */
@@ -79,6 +81,20 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
   return (mappings$) =>
     new Observable<BindingEvent>((subscriber) => {
       const active = new Map<string, Active>();
+      /** Bindings skipped, with why: the agent re-sends its whole state every few seconds. */
+      const skipped = new Map<string, string>();
+
+      /** One warning per binding and reason, not one per re-send of the same add. */
+      const skip = (binding: HostBinding, reason: string): void => {
+        const key = bindingKey(binding);
+        if (skipped.get(key) === reason) {
+          log.debug({ key }, `still skipping ${key}: ${reason}`);
+          return;
+        }
+        skipped.set(key, reason);
+        log.warn({ key }, `skipping ${key}: ${reason}`);
+        subscriber.next({ type: 'skipped', key, reason });
+      };
 
       const add = (binding: HostBinding, target: string): void => {
         const key = bindingKey(binding);
@@ -138,6 +154,7 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
 
       const remove = (binding: HostBinding): void => {
         const key = bindingKey(binding);
+        skipped.delete(key);
         const entry = active.get(key);
         if (!entry) {
           log.debug({ key }, `${key} is not bound; nothing to remove`);
@@ -159,20 +176,15 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
             }
             const target = targetFor(binding, mapping.connectAddrs);
             if (target === undefined) {
-              const key = bindingKey(binding);
               const family = binding.hostIp.includes(':') ? 'IPv6' : 'IPv4';
-              const reason = `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`;
-              log.warn({ key }, `skipping ${key}: ${reason}`);
-              subscriber.next({ type: 'skipped', key, reason });
+              skip(binding, `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`);
               continue;
             }
             if (loopsBack(binding, target, local)) {
-              const key = bindingKey(binding);
-              const reason = `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`;
-              log.warn({ key }, `skipping ${key}: ${reason}`);
-              subscriber.next({ type: 'skipped', key, reason });
+              skip(binding, `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`);
               continue;
             }
+            skipped.delete(bindingKey(binding));
             add(binding, target);
           }
         },

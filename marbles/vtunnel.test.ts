@@ -5,6 +5,7 @@ import type { TestScheduler } from 'rxjs/testing';
 import type { Forward, PortDelta } from '../src/model.js';
 import type { SinkReport } from '../src/sinks/sink.js';
 import { vtunnelSink, type VtunnelSend, type VtunnelSinkOptions } from '../src/sinks/vtunnel.js';
+import { encodePortMapping } from '../src/sinks/vtunnelWire.js';
 import { fwd, marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 // Times below are in frames (1 frame = 1 virtual ms). Back-off: 10, 20, 40, 40, ... (jitter
@@ -197,6 +198,26 @@ test(
     });
     h.flush();
     assert.deepEqual(calls, ['0 +8080', '11 -8080']);
+  }),
+);
+
+test(
+  'a state over maxMessageBytes goes as several messages in turn; one that fails fails the round, and the retry re-sends it all',
+  marbles((h, scheduler) => {
+    const p8083 = fwd(8083);
+    const { send, calls } = scriptedSend(h, scheduler, ['-|', '-#', '-|', '-|', '-|', '-|']);
+    const { connectAddrs } = options(scheduler, send).opts;
+    // Room for two of these forwards (each is charged 52 bytes) and not three.
+    const maxMessageBytes = Buffer.byteLength(encodePortMapping(false, [], typeof connectAddrs === 'function' ? connectAddrs() : connectAddrs)) + 110;
+    const { opts } = options(scheduler, send, { maxMessageBytes });
+    const deltas = h.cold('a 19ms |', { a: add(p8080, p8081, p8082, p8083) });
+    h.expectObservable(deltas.pipe(vtunnelSink(opts))).toBe('--f 11ms w 7ms (y|)', {
+      f: failed(10),
+      w: wrote([p8080, p8081, p8082, p8083]),
+      y: withdrawn(4),
+    });
+    h.flush();
+    assert.deepEqual(calls, ['0 +8080,8081', '1 +8082,8083', '12 +8080,8081', '13 +8082,8083', '20 -8080,8081', '21 -8082,8083']);
   }),
 );
 

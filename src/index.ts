@@ -10,7 +10,7 @@ export type { Sink, SinkReport } from './sinks/sink.js';
 export { tableSink, renderTable } from './sinks/table.js';
 export { vtunnelSink, type VtunnelSinkOptions } from './sinks/vtunnel.js';
 export { tcpSender } from './sinks/vtunnelTransport.js';
-export { encodePortMapping, connectAddrsOf, type ConnectAddr } from './sinks/vtunnelWire.js';
+export { encodePortMapping, splitPortMapping, maxPortMappingBytes, connectAddrsOf, type ConnectAddr, type PortMappingPart } from './sinks/vtunnelWire.js';
 export { toPortSet } from '../operators/toPortSet.js';
 export { diffPortSets } from '../operators/diffPortSets.js';
 export { toPortDeltas } from '../operators/toPortDeltas.js';

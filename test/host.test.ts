@@ -8,13 +8,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
-import { lastValueFrom, Subject } from 'rxjs';
+import { lastValueFrom, Observable, Subject, toArray } from 'rxjs';
 import { pino } from 'pino';
 import { runHost } from '../src/host/cli.js';
 import { startHostReceiver, type HostEvent, type HostReceiver, type HostReceiverOptions } from '../src/host/receiver.js';
 import type { Forward } from '../src/model.js';
 import { tcpSender } from '../src/sinks/vtunnelTransport.js';
-import { encodePortMapping } from '../src/sinks/vtunnelWire.js';
+import { vtunnelSink } from '../src/sinks/vtunnel.js';
+import { encodePortMapping, maxPortMappingBytes } from '../src/sinks/vtunnelWire.js';
 import { recordingLogger } from '../marbles/helpers.js';
 
 const VM = '127.0.0.2';
@@ -167,6 +168,39 @@ test('the exact wire in: a listener appears and forwards to the VM address; a re
     events.map((e) => e.type),
     ['message', 'bound', 'message', 'unbound'],
   );
+});
+
+test('the agent\'s vtunnel sink and this receiver: a state over the 64 KiB message limit arrives whole (in parts), and is withdrawn whole', { timeout: 30_000 }, async (t) => {
+  // The proxies are stand-ins that listen on nothing: this is about the messages, not 1600 sockets.
+  const opened = new Set<string>();
+  const open: HostReceiverOptions['open'] = (binding) =>
+    new Observable((subscriber) => {
+      const key = `${binding.protocol}/${binding.hostIp}:${String(binding.hostPort)}`;
+      opened.add(key);
+      subscriber.next({ type: 'listening' });
+      return () => opened.delete(key);
+    });
+  const { receiver, events } = await startReceiver(t, { open });
+  // 800 container ports on 127.0.0.1 and ::1, as one delta.
+  const forwards = Array.from({ length: 800 }, (_, i) => [
+    forward(40000 + i, { containerPort: 8000 + i }),
+    forward(40000 + i, { containerPort: 8000 + i, hostIp: '::1' }),
+  ]).flat();
+  assert.ok(Buffer.byteLength(addLine(...forwards)) > maxPortMappingBytes, 'as one message it would be refused');
+  const deltas = new Subject<{ added: Forward[]; removed: Forward[] }>();
+  const vmAddrsBoth = [...vmAddrs, { network: 'ip+net', addr: 'fd00:213::2/64' }] as const;
+  const reports = lastValueFrom(
+    deltas.pipe(vtunnelSink({ send: tcpSender('127.0.0.1', receiver.port, 2_000), connectAddrs: vmAddrsBoth, resyncMs: 0, log: silent }), toArray()),
+  );
+  deltas.next({ added: forwards, removed: [] });
+  await waitFor('every binding', () => opened.size === forwards.length);
+  deltas.complete();
+  const done = await reports;
+  assert.deepEqual(done.map((r) => r.type), ['wrote', 'withdrawn']);
+  assert.equal(opened.size, 0, 'withdrawn on the host');
+  assert.equal(receiver.bindings().size, 0);
+  assert.deepEqual(events.filter((e) => e.type === 'rejected'), []);
+  assert.equal(events.filter((e) => e.type === 'message').length, 4, 'two parts to add, two to remove');
 });
 
 test('TCP: 1 MiB each way at once arrives intact, and a half-close lets the other direction finish', { timeout: 30_000 }, async (t) => {

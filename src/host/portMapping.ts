@@ -1,6 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { errorMessage } from '../errors.js';
 import type { Protocol } from '../model.js';
+import { maxPortMappingBytes } from '../sinks/vtunnelWire.js';
 
 /**
  * The host side's reading of the vtunnel wire (contracts.md, "The vtunnel wire"): one JSON value
@@ -13,8 +14,8 @@ import type { Protocol } from '../model.js';
  * the message.
  */
 
-/** Messages larger than this are refused unread (the agent's largest are a few KiB). */
-export const maxPortMappingBytes = 64 * 1024;
+/** Messages larger than this are refused unread; the agent splits its state to fit. */
+export { maxPortMappingBytes } from '../sinks/vtunnelWire.js';
 
 /** One binding: listen on `hostIp:hostPort` (the ports key names the container port, for logs). */
 export interface HostBinding {

@@ -16,7 +16,7 @@ import { moduleLogger, type Logger } from '../log.js';
 import { portKey, type Forward, type PortKey, type PortSet } from '../model.js';
 import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
 import type { Sink, SinkReport } from './sink.js';
-import { encodePortMapping, type ConnectAddr } from './vtunnelWire.js';
+import { maxPortMappingBytes, splitPortMapping, type ConnectAddr } from './vtunnelWire.js';
 import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 import { parseVtunnelAddr } from './vtunnelAddress.js';
 import { vsockSender } from './vsockTransport.js';
@@ -33,6 +33,8 @@ export interface VtunnelSinkOptions {
   readonly connectAddrs: readonly ConnectAddr[] | (() => readonly ConnectAddr[]);
   /** Bound on one message, connect to close. */
   readonly sendTimeoutMs?: number;
+  /** A larger set goes as several messages (the host side refuses larger ones). */
+  readonly maxMessageBytes?: number;
   /** Bound on withdrawing everything after the input completes, so shutdown never hangs. */
   readonly withdrawTimeoutMs?: number;
   /**
@@ -76,7 +78,8 @@ export function retryDelay(attempt: number, backoff: VtunnelSinkOptions['backoff
  * Publishes the agent's forwards to Rancher Desktop's host privileged service over the vtunnel.
  * A reconcile loop between `desired` (the deltas applied) and what is on the host: whenever they
  * differ and no write is in flight, one round sends one `remove:true` and/or one `remove:false`
- * message. Changes that arrive during a round are folded into the next one.
+ * message (each split into several when over `maxMessageBytes`, 64 KiB, the host side's limit).
+ * Changes that arrive during a round are folded into the next one.
  *
  *   deltas:   a-bc----------|
  *   sends:    +a at 0; +b+c at 3 (b and c wait for the first round and share the second);
@@ -92,6 +95,7 @@ export function retryDelay(attempt: number, backoff: VtunnelSinkOptions['backoff
 export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
   const address = opts.address ?? vtunnelDefaults.address;
   const sendTimeoutMs = opts.sendTimeoutMs ?? vtunnelDefaults.sendTimeoutMs;
+  const maxMessageBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const withdrawTimeoutMs = opts.withdrawTimeoutMs ?? vtunnelDefaults.withdrawTimeoutMs;
   const resyncMs = opts.resyncMs ?? vtunnelDefaults.resyncMs;
   const scheduler = opts.scheduler ?? asyncScheduler;
@@ -116,26 +120,32 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
       let resyncing = false; // the round in flight is a periodic re-send
       let withdrawing: { readonly deadline: Subscription; removed: number } | undefined;
 
-      /** One message, bounded by `sendTimeoutMs`; `onHost` follows each message that succeeded. */
+      /**
+       * `forwards` as one message, or several when they would not fit in `maxMessageBytes`, each
+       * bounded by `sendTimeoutMs`; `onHost` follows each message that succeeded.
+       */
       const message = (remove: boolean, forwards: readonly Forward[]): Observable<never> =>
         forwards.length === 0
           ? EMPTY
-          : defer(() => send(encodePortMapping(remove, forwards, connectAddrs()))).pipe(
-              ignoreElements(),
-              timeout({
-                first: sendTimeoutMs,
-                scheduler,
-                with: () => throwError(() => new Error(`no answer from the vtunnel peer within ${String(sendTimeoutMs)} ms`)),
-              }),
-              tap({
-                complete: () => {
-                  for (const f of forwards) {
-                    if (remove) onHost.delete(portKey(f));
-                    else onHost.set(portKey(f), f);
-                  }
-                },
-              }),
-            );
+          : defer(() => concat(...splitPortMapping(remove, forwards, connectAddrs(), maxMessageBytes).map((part) => sendPart(remove, part.line, part.forwards))));
+
+      const sendPart = (remove: boolean, line: string, forwards: readonly Forward[]): Observable<never> =>
+        defer(() => send(line)).pipe(
+          ignoreElements(),
+          timeout({
+            first: sendTimeoutMs,
+            scheduler,
+            with: () => throwError(() => new Error(`no answer from the vtunnel peer within ${String(sendTimeoutMs)} ms`)),
+          }),
+          tap({
+            complete: () => {
+              for (const f of forwards) {
+                if (remove) onHost.delete(portKey(f));
+                else onHost.set(portKey(f), f);
+              }
+            },
+          }),
+        );
 
       const reconcile = (): void => {
         if (round !== undefined || retry !== undefined || subscriber.closed) return;

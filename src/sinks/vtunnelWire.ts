@@ -45,6 +45,52 @@ export function encodePortMapping(
 }
 
 /**
+ * The largest message the host side accepts (`portstream host` refuses larger ones unread), and
+ * so the largest the agent sends.
+ */
+export const maxPortMappingBytes = 64 * 1024;
+
+/** One message of a split: its line and the forwards it carries. */
+export interface PortMappingPart {
+  readonly line: string;
+  readonly forwards: readonly Forward[];
+}
+
+/**
+ * `forwards` as PortMapping lines of at most `maxBytes` each, in order. The whole state of a
+ * busy VM (about 700 Docker ports on 0.0.0.0 and ::) is over 64 KiB; the host applies every
+ * message on its own, so parts are as good as one. Linear: each forward is charged an upper
+ * bound of what it adds to a line (its binding, plus its ports key as if it were alone there), so
+ * the line is never encoded twice. A single forward always gets a line, whatever its size.
+ */
+export function splitPortMapping(
+  remove: boolean,
+  forwards: readonly Forward[],
+  connectAddrs: readonly ConnectAddr[],
+  maxBytes = maxPortMappingBytes,
+): PortMappingPart[] {
+  const room = maxBytes - Buffer.byteLength(encodePortMapping(remove, [], connectAddrs));
+  const parts: PortMappingPart[] = [];
+  let part: Forward[] = [];
+  let size = 0;
+  const flush = (): void => {
+    if (part.length > 0) parts.push({ line: encodePortMapping(remove, part, connectAddrs), forwards: part });
+    part = [];
+    size = 0;
+  };
+  for (const f of forwards) {
+    // `"80/tcp":[{"HostIp":"…","HostPort":"…"}],`: the key, `:[`, `]` and a comma (4), and the
+    // binding's 25 fixed bytes around its two values.
+    const cost = Buffer.byteLength(JSON.stringify(wirePortKey(f))) + Buffer.byteLength(JSON.stringify(f.hostIp)) + String(f.hostPort).length + 29;
+    if (size + cost > room) flush();
+    part.push(f);
+    size += cost;
+  }
+  flush();
+  return parts;
+}
+
+/**
  * Every address (IPv4 and IPv6) of `interfaceName` in CIDR form. A missing interface gives an
  * empty list rather than an error: the caller decides whether that is worth a warning.
  */

@@ -19,7 +19,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { canonicalIp, parsePortMapping, type ParsedPortMapping } from '../../src/host/portMapping.js';
 import { isValidPort, type Forward } from '../../src/model.js';
-import { encodePortMapping, wirePortKey, type ConnectAddr } from '../../src/sinks/vtunnelWire.js';
+import { encodePortMapping, splitPortMapping, wirePortKey, type ConnectAddr } from '../../src/sinks/vtunnelWire.js';
 import { portsFromInspect, portsFromList, type InspectPorts, type ListPort } from '../../streams/dockerPorts.js';
 import { parseIptablesSave, parsePortRange, parseToDestination, tokenize, type Family } from '../../streams/iptablesRules.js';
 import { forwardsOfService, type KubeService } from '../../streams/kubeServices.js';
@@ -596,5 +596,28 @@ test('vtunnel: whatever the agent encodes, the host side reads back exactly', ()
       );
     }),
     runs(900),
+  );
+});
+
+test('vtunnel: a state split into parts keeps every forward, in order, and no part is over the bound', () => {
+  fc.assert(
+    fc.property(
+      fc.boolean(),
+      fc.array(wireForward, { maxLength: 60 }),
+      fc.array(connectAddr, { maxLength: 3 }),
+      fc.integer({ min: 150, max: 3000 }),
+      (remove, forwards, addrs, maxBytes) => {
+        const parts = splitPortMapping(remove, forwards, addrs, maxBytes);
+        assert.deepEqual(parts.flatMap((part) => part.forwards), forwards);
+        for (const part of parts) {
+          assert.equal(part.line, encodePortMapping(remove, part.forwards, addrs));
+          assert.ok(part.forwards.length > 0);
+          if (part.forwards.length > 1) assert.ok(Buffer.byteLength(part.line) <= maxBytes, `${String(Buffer.byteLength(part.line))} > ${String(maxBytes)}`);
+          const parsed = parsePortMapping(part.line, Math.max(maxBytes, Buffer.byteLength(part.line)));
+          assert.ok(parsed.ok, parsed.ok ? '' : parsed.error);
+        }
+      },
+    ),
+    runs(600),
   );
 });

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import type os from 'node:os';
 import { test } from 'node:test';
 import type { Forward } from '../../src/model.js';
-import { connectAddrsOf, encodePortMapping, prefixLength, type ConnectAddr } from '../../src/sinks/vtunnelWire.js';
+import { parsePortMapping } from '../../src/host/portMapping.js';
+import { connectAddrsOf, encodePortMapping, maxPortMappingBytes, prefixLength, splitPortMapping, type ConnectAddr } from '../../src/sinks/vtunnelWire.js';
 
 const fwd = (hostPort: number, more: Partial<Forward> = {}): Forward => ({
   protocol: 'tcp',
@@ -20,6 +21,30 @@ test('encodes the contract example byte for byte', () => {
     encodePortMapping(false, [fwd(8080, { containerPort: 80 })], eth0),
     '{"remove":false,"ports":{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]},"connectAddrs":[{"network":"ip+net","addr":"172.26.112.5/20"}]}\n',
   );
+});
+
+test('a state that fits is one message, exactly the unsplit one', () => {
+  const forwards = [fwd(8080, { containerPort: 80 }), fwd(8080, { containerPort: 80, hostIp: '::' })];
+  assert.deepEqual(splitPortMapping(false, forwards, eth0), [{ line: encodePortMapping(false, forwards, eth0), forwards }]);
+  assert.deepEqual(splitPortMapping(true, [], eth0), []);
+});
+
+test('a busy VM\'s whole state (1600 forwards, about 70 KiB at once) goes as a few messages the host side accepts', () => {
+  // 800 container ports, each published on 0.0.0.0 and :: as Docker does for -p.
+  const forwards = Array.from({ length: 800 }, (_, i) => [
+    fwd(20000 + i, { containerPort: 8000 + i }),
+    fwd(20000 + i, { containerPort: 8000 + i, hostIp: '::' }),
+  ]).flat();
+  const whole = Buffer.byteLength(encodePortMapping(false, forwards, eth0));
+  assert.ok(whole > maxPortMappingBytes, `the unsplit line is ${String(whole)} bytes`);
+  const parts = splitPortMapping(false, forwards, eth0);
+  assert.equal(parts.length, 2);
+  assert.deepEqual(parts.flatMap((part) => part.forwards), forwards);
+  for (const part of parts) {
+    const parsed = parsePortMapping(part.line);
+    assert.ok(parsed.ok, parsed.ok ? '' : parsed.error);
+    assert.equal(parsed.mapping.bindings.length, part.forwards.length);
+  }
 });
 
 test('remove:true, udp, IPv6 host IP, and the host port when no container port is known', () => {

@@ -566,6 +566,24 @@ test(
 );
 
 test(
+  'a withdraw does not wait for a periodic re-read in flight: the read is cancelled and the unexposes go at once',
+  marbles((h, scheduler) => {
+    const { request, calls, unused } = scripted(h, scheduler, {
+      all: [list(), hang],
+      'expose tcp/127.0.0.1:8080': [ok()],
+      'unexpose tcp/127.0.0.1:8080': [ok()],
+    });
+    const { opts } = options(scheduler, request, { resyncMs: 20, requestTimeoutMs: 5_000 });
+    // published at 2; the re-read at 20 hangs; the input completes at 25
+    const seen = record(h.cold('a 24ms |', { a: add(p8080) }).pipe(hostSwitchSink(opts)), scheduler);
+    h.flush();
+    assert.deepEqual(calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '20 all', '25 cancelled all', '25 unexpose tcp/127.0.0.1:8080']);
+    assert.deepEqual(seen, ['2 wrote +tcp/8080', '26 withdrawn 1', '26 complete']);
+    assert.deepEqual(unused(), []);
+  }),
+);
+
+test(
   'with nothing published there is no periodic re-read',
   marbles((h, scheduler) => {
     const { request, calls, unused } = scripted(h, scheduler, { all: [list()] });

@@ -450,6 +450,10 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
 
       const startWithdraw = (): void => {
         resync?.unsubscribe();
+        // A re-read in flight would hold every unexpose back until it answers or times out; the
+        // withdraw needs no list (it unexposes all it published, and "proxy not found" is fine).
+        syncing?.unsubscribe();
+        syncing = undefined;
         claims.clear();
         skipped.clear();
         // Shutdown should not sit out a long back-off: try now, and back off afresh from here.

@@ -204,6 +204,26 @@ test('the agent\'s vtunnel sink and this receiver: a state over the 64 KiB messa
 });
 
 test('TCP: 1 MiB each way at once arrives intact, and a half-close lets the other direction finish', { timeout: 30_000 }, async (t) => {
+  await oneMiBEachWay(t);
+});
+
+test('TCP, where Node\'s sockets take no read buffer of their own: the upload is piped, and the same holds', { timeout: 30_000 }, async (t) => {
+  // net.Socket as the proxy sees it; Node's own server and net.connect use their internal one.
+  const exports = net as { Socket: typeof net.Socket };
+  const original = exports.Socket;
+  let attempts = 0;
+  exports.Socket = function NoUserBuffers() {
+    attempts += 1;
+    throw new Error('this Node takes no onread buffer on a handle');
+  } as unknown as typeof net.Socket;
+  t.after(() => {
+    exports.Socket = original;
+  });
+  await oneMiBEachWay(t);
+  assert.equal(attempts, 1, 'the proxy tried its own read buffer once, and fell back');
+});
+
+async function oneMiBEachWay(t: TestContext): Promise<void> {
   const port = await freePort();
   const down = randomBytes(1024 * 1024);
   await tcpServer(t, VM, port, (socket) => {
@@ -229,7 +249,7 @@ test('TCP: 1 MiB each way at once arrives intact, and a half-close lets the othe
   assert.equal(all.length, down.length + 65, 'everything the VM sent, after the client had half-closed');
   assert.equal(sha256(all.subarray(0, down.length)), sha256(down), 'the 1 MiB from the VM is intact');
   assert.equal(all.subarray(down.length + 1).toString(), sha256(up), 'the 1 MiB to the VM arrived intact');
-});
+}
 
 /**
  * Writes `total` bytes to `socket` as fast as it takes them, then ends it; `written()` is how

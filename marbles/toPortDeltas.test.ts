@@ -59,3 +59,13 @@ test('toPortDeltas passes errors and completion through', marbles(({ cold, expec
   expectObservable(cold('a-#', { a: upsert('c1', [http]) }).pipe(toPortDeltas())).toBe('a-#', { a: { added: [http], removed: [] } });
   expectObservable(cold('a-|', { a: upsert('c1', [http]) }).pipe(toPortDeltas())).toBe('a-|', { a: { added: [http], removed: [] } });
 }));
+
+test('toPortDeltas: a throw while applying an event is an error notification, as in scan, not a crash from a timer', marbles(({ cold, expectObservable }) => {
+  const broken = Object.defineProperty({ ...web }, 'hostPort', {
+    get(): never {
+      throw new Error('no port here');
+    },
+  });
+  const events = cold('a-b-c', { a: upsert('c1', [http]), b: upsert('c2', [broken]), c: remove('c1') });
+  expectObservable(events.pipe(toPortDeltas())).toBe('a-#', { a: { added: [http], removed: [] } }, new Error('no port here'));
+}));

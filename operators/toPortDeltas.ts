@@ -1,4 +1,4 @@
-import { Observable, type OperatorFunction } from 'rxjs';
+import { defer, filter, map, type OperatorFunction } from 'rxjs';
 import { diff, isEmptyDelta, portKey, type Forward, type PortDelta, type PortKey, type SourceEvent } from '../src/model.js';
 
 /**
@@ -18,20 +18,12 @@ import { diff, isEmptyDelta, portKey, type Forward, type PortDelta, type PortKey
  */
 export function toPortDeltas(): OperatorFunction<SourceEvent, PortDelta> {
   return (events$) =>
-    new Observable<PortDelta>((subscriber) => {
-      const state = new ClaimState();
-      return events$.subscribe({
-        next: (event) => {
-          const delta = state.apply(event);
-          if (!isEmptyDelta(delta)) subscriber.next(delta);
-        },
-        error: (err: unknown) => {
-          subscriber.error(err);
-        },
-        complete: () => {
-          subscriber.complete();
-        },
-      });
+    defer(() => {
+      const state = new ClaimState(); // one per subscription, as `scan`'s seed
+      return events$.pipe(
+        map((event) => state.apply(event)),
+        filter((delta) => !isEmptyDelta(delta)),
+      );
     });
 }
 

@@ -166,6 +166,18 @@ test('docker: a list or inspect without an answer times out into a reconnect', m
   assert.match(msgs[1]!, /no answer to the inspect of container c2 within 5 ms/);
 }));
 
+test('docker: an event stream that does not open in time is a reconnect; once open, quiet hours are fine', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const client = scripted([cold<Ev>('-'), cold<Ev>('O', { O })], [cold('l|', { l: [web] })], () => cold('|'));
+  // no answer: timeout at 5, back-off 10, reconnect at 15 and list; then nothing for 100 frames
+  expectObservable(dockerEvents(client, { backoff, scheduler, log, requestTimeoutMs: 5 }), '^ 120ms !').toBe('15ms s', values);
+  h.flush();
+  const msgs = lines().filter((l) => l.level >= 40).map((l) => l.msg);
+  assert.equal(msgs.length, 1);
+  assert.match(msgs[0]!, /no answer to the event stream within 5 ms/);
+}));
+
 test('docker: a start whose container already stopped again is a removal', marbles((h, scheduler) => {
   const { cold, expectObservable } = h;
   const client = scripted(

@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { createInterface } from 'node:readline';
-import { defer, from, Observable } from 'rxjs';
+import { Observable } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
 
@@ -17,7 +17,9 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
       new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
         let stream: NodeJS.ReadableStream | undefined;
         let closed = false;
-        docker.getEvents({ filters: eventFilters }).then(
+        // A dockerd that hangs before answering would otherwise keep this request open for good.
+        const request = new AbortController();
+        docker.getEvents({ filters: eventFilters, abortSignal: request.signal }).then(
           (s) => {
             stream = s;
             if (closed) {
@@ -47,11 +49,37 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
         return () => {
           closed = true;
           if (stream) destroy(stream);
+          else request.abort();
         };
       }),
-    listContainers: () => defer(() => from(docker.listContainers() as Promise<DockerContainerSummary[]>)),
-    inspect: (id) => defer(() => from(docker.getContainer(id).inspect() as Promise<DockerContainerInspect>)),
+    listContainers: () => abortable((abortSignal) => docker.listContainers({ abortSignal }) as Promise<DockerContainerSummary[]>),
+    inspect: (id) => abortable((abortSignal) => docker.getContainer(id).inspect({ abortSignal }) as Promise<DockerContainerInspect>),
   };
+}
+
+/**
+ * One request as an Observable. Unsubscribing before the answer (the stream's timeout, a
+ * reconnect) aborts the HTTP request, so a hung dockerd does not collect a request per attempt.
+ */
+function abortable<T>(call: (abortSignal: AbortSignal) => Promise<T>): Observable<T> {
+  return new Observable<T>((subscriber) => {
+    const request = new AbortController();
+    let settled = false;
+    call(request.signal).then(
+      (value) => {
+        settled = true;
+        subscriber.next(value);
+        subscriber.complete();
+      },
+      (err: unknown) => {
+        settled = true;
+        subscriber.error(err);
+      },
+    );
+    return () => {
+      if (!settled) request.abort();
+    };
+  });
 }
 
 function destroy(stream: NodeJS.ReadableStream): void {

@@ -69,9 +69,10 @@ const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
  * The Docker engine as a stream of source events. It opens the event stream before listing so
  * that nothing between the two is missed (events that arrive during the list wait behind it),
  * emits a snapshot from the list, then one event per container change. Any end of the
- * connection is a reconnect with back-off, and so is an event stream that does not open, or a list
- * or inspect that fails, within `requestTimeoutMs` (the request is then aborted); every reconnect starts with a fresh snapshot, so containers that died
- * meanwhile drop out and none that started is missed.
+ * connection is a reconnect with back-off, and so is a list or inspect that fails, or an event
+ * stream, list or inspect that gets no answer within `requestTimeoutMs` (the request is then
+ * aborted); every reconnect starts with a fresh snapshot, so containers that died meanwhile drop
+ * out and none that started is missed.
  *
  *   engine:  --O--[list]--start(c1)--die(c1)--X   O = events open, X = dockerd gone
  *   events:  ----------s-----u(c1)-----r(c1)-----(back-off)--s--...

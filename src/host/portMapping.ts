@@ -15,7 +15,7 @@ import { maxPortMappingBytes } from '../sinks/vtunnelWire.js';
  */
 
 /** Messages larger than this are refused unread; the agent splits its state to fit. */
-export { maxPortMappingBytes } from '../sinks/vtunnelWire.js';
+export { maxPortMappingBytes };
 
 /** One binding: listen on `hostIp:hostPort` (the ports key names the container port, for logs). */
 export interface HostBinding {

@@ -109,8 +109,9 @@ export function tcpProxy(binding: HostBinding, target: () => string, opts: Proxy
         if (!pipedUploads) log.info({ where }, `this Node's sockets take no read buffer of their own; uploads through ${where} and the rest are piped`);
         pipedUploads = true;
         client.pipe(upstream);
+      } else {
+        client.once('end', () => upstream.end());
       }
-      else client.once('end', () => upstream.end());
       upstream.once('end', () => client.end());
     });
 

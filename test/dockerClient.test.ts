@@ -11,19 +11,13 @@ import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import type { Subscription } from 'rxjs';
 import { pino } from 'pino';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
+import { waitFor } from './engines.js';
 
 const silent = pino({ level: 'silent' });
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${String(timeoutMs)} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /**
  * A Docker socket whose `/events` either never answers or opens and stays quiet, and whose
@@ -56,31 +50,33 @@ async function hungDocker(t: TestContext, events: 'hang' | 'open') {
   return { socketPath, requests, open };
 }
 
-const streamOptions = { log: silent, requestTimeoutMs: 100, backoff: { initialMs: 20, maxMs: 40, stableMs: 10_000 } };
-
-test('docker client: an event stream that never opens is aborted at each timeout, so retries hold one connection at most', { timeout: 30_000 }, async (t) => {
-  const hung = await hungDocker(t, 'hang');
-  const sub = dockerEvents(dockerodeClient({ socketPath: hung.socketPath }, silent), streamOptions).subscribe();
+/** The docker stream on `socketPath`, quick to time out and retry; unsubscribed after the test. */
+function watch(t: TestContext, socketPath: string): Subscription {
+  const options = { log: silent, requestTimeoutMs: 100, backoff: { initialMs: 20, maxMs: 40, stableMs: 10_000 } };
+  const sub = dockerEvents(dockerodeClient({ socketPath }, silent), options).subscribe();
   t.after(() => {
     sub.unsubscribe();
   });
-  await waitFor('six attempts', () => (hung.requests.get('/events') ?? 0) >= 6);
+  return sub;
+}
+
+test('docker client: an event stream that never opens is aborted at each timeout, so retries hold one connection at most', { timeout: 30_000 }, async (t) => {
+  const hung = await hungDocker(t, 'hang');
+  const sub = watch(t, hung.socketPath);
+  await waitFor(() => (hung.requests.get('/events') ?? 0) >= 6, 10_000, 'six attempts');
   // Each attempt's request is aborted before the next one starts.
-  await waitFor('the aborted requests to close', () => hung.open.size <= 1, 2_000);
+  await waitFor(() => hung.open.size <= 1, 2_000, 'the aborted requests to close');
   sub.unsubscribe();
-  await waitFor('the last request to close', () => hung.open.size === 0, 2_000);
+  await waitFor(() => hung.open.size === 0, 2_000, 'the last request to close');
 });
 
 test('docker client: a container list that never answers is aborted at each timeout, and the event stream with it', { timeout: 30_000 }, async (t) => {
   const hung = await hungDocker(t, 'open');
-  const sub = dockerEvents(dockerodeClient({ socketPath: hung.socketPath }, silent), streamOptions).subscribe();
-  t.after(() => {
-    sub.unsubscribe();
-  });
-  await waitFor('six lists', () => (hung.requests.get('/containers/json') ?? 0) >= 6);
+  const sub = watch(t, hung.socketPath);
+  await waitFor(() => (hung.requests.get('/containers/json') ?? 0) >= 6, 10_000, 'six lists');
   assert.ok((hung.requests.get('/events') ?? 0) >= 6, 'every attempt opens the events first');
   // At most this attempt's event stream and list.
-  await waitFor('the earlier attempts to close', () => hung.open.size <= 2, 2_000);
+  await waitFor(() => hung.open.size <= 2, 2_000, 'the earlier attempts to close');
   sub.unsubscribe();
-  await waitFor('every request to close', () => hung.open.size === 0, 2_000);
+  await waitFor(() => hung.open.size === 0, 2_000, 'every request to close');
 });

@@ -12,14 +12,6 @@ import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
-import { dockerEvents } from '../streams/docker.js';
-import { dockerodeClient } from '../streams/dockerClient.js';
-import { kubernetesServices } from '../streams/kubernetes.js';
-import { containerdEvents } from '../streams/containerd.js';
-import { grpcContainerdClient } from '../streams/containerdClient.js';
-import { iptablesEvents } from '../streams/iptables.js';
-import { nodeIptablesClient } from '../streams/iptablesClient.js';
-import { kubeconfigClients } from '../streams/kubernetesClient.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 
@@ -52,7 +44,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   let routes: Route[];
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(wiring.sources.map((kind) => [kind, sourceFor(kind, config)]));
+    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
     routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
@@ -95,21 +87,33 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
   });
 }
 
-function sourceFor(kind: SourceKind, config: AgentConfig): Observable<SourceEvent> {
+/**
+ * The stream of one backend. Each is imported only when enabled: the Kubernetes client, gRPC and
+ * dockerode are most of the agent's memory, and an agent that watches iptables alone needs none.
+ */
+async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observable<SourceEvent>> {
   switch (kind) {
-    case 'docker':
+    case 'docker': {
+      const [{ dockerEvents }, { dockerodeClient }] = await Promise.all([import('../streams/docker.js'), import('../streams/dockerClient.js')]);
       return dockerEvents(dockerodeClient());
-    case 'containerd':
+    }
+    case 'containerd': {
+      const [{ containerdEvents }, { grpcContainerdClient }] = await Promise.all([import('../streams/containerd.js'), import('../streams/containerdClient.js')]);
       return containerdEvents(grpcContainerdClient(containerdSocket(config)));
-    case 'iptables':
+    }
+    case 'iptables': {
+      const [{ iptablesEvents }, { nodeIptablesClient }] = await Promise.all([import('../streams/iptables.js'), import('../streams/iptablesClient.js')]);
       return iptablesEvents(nodeIptablesClient());
-    case 'kubernetes':
+    }
+    case 'kubernetes': {
+      const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubernetesClient.js')]);
       return kubernetesServices(kubeconfigClients(config.kubeconfig), {
         listenerAddr: config.k8sServiceListenerAddr,
         // The API port goes to the host only through the vtunnel or host-switch: a placeholder
         // on 6443 in listener mode would keep k3s from binding it (WSL forwards k3s's own).
         ...((config.privilegedService || config.hostSwitchURL !== undefined) && { apiPort: config.k8sAPIPort }),
       });
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 import Docker from 'dockerode';
 import { createInterface } from 'node:readline';
 import { Observable } from 'rxjs';
+import { abortable } from './abortable.js';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
 
@@ -52,34 +53,9 @@ export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = mo
           else request.abort();
         };
       }),
-    listContainers: () => abortable((abortSignal) => docker.listContainers({ abortSignal }) as Promise<DockerContainerSummary[]>),
-    inspect: (id) => abortable((abortSignal) => docker.getContainer(id).inspect({ abortSignal }) as Promise<DockerContainerInspect>),
+    listContainers: () => abortable((signal) => docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>),
+    inspect: (id) => abortable((signal) => docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>),
   };
-}
-
-/**
- * One request as an Observable. Unsubscribing before the answer (the stream's timeout, a
- * reconnect) aborts the HTTP request, so a hung dockerd does not collect a request per attempt.
- */
-function abortable<T>(call: (abortSignal: AbortSignal) => Promise<T>): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    const request = new AbortController();
-    let settled = false;
-    call(request.signal).then(
-      (value) => {
-        settled = true;
-        subscriber.next(value);
-        subscriber.complete();
-      },
-      (err: unknown) => {
-        settled = true;
-        subscriber.error(err);
-      },
-    );
-    return () => {
-      if (!settled) request.abort();
-    };
-  });
 }
 
 function destroy(stream: NodeJS.ReadableStream): void {

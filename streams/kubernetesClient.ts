@@ -1,8 +1,9 @@
 import { STATUS_CODES } from 'node:http';
 import { dirname } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
-import { catchError, concatMap, defer, EMPTY, from, map, Observable, throwError } from 'rxjs';
+import { catchError, concatMap, defer, EMPTY, map, Observable, throwError } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
+import { abortable } from './abortable.js';
 import { watchFileContents, type FileWatchOptions } from './kubeconfigFile.js';
 import { KubeStatusError, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
 import { errorMessage } from '../src/errors.js';
@@ -41,7 +42,7 @@ export function kubeServicesClient(lib: K8s, kc: k8s.KubeConfig, opts: KubeClien
   const timeoutSeconds = opts.watchTimeoutSeconds ?? defaultWatchTimeoutSeconds;
   return {
     listServices: () =>
-      defer(() => from(api.listServiceForAllNamespaces())).pipe(
+      abortable((signal) => api.listServiceForAllNamespaces({}, followSignal(lib, signal))).pipe(
         map((list): KubeServiceList => list),
         catchError((error: unknown) => throwError(() => statusError(error))),
       ),
@@ -79,6 +80,20 @@ export function kubeServicesClient(lib: K8s, kc: k8s.KubeConfig, opts: KubeClien
         };
       }),
   };
+}
+
+/** Request options under which the library's fetch is aborted with `signal`. */
+function followSignal(lib: K8s, signal: AbortSignal): k8s.ConfigurationOptions {
+  const pass = <T>(value: T): k8s.Observable<T> => new lib.Observable(Promise.resolve(value));
+  const middleware: k8s.ObservableMiddleware = {
+    pre: (request) => {
+      request.setSignal(signal);
+      return pass(request);
+    },
+    post: pass,
+  };
+  // Appended: the configuration's own middleware (none by default) stays in place.
+  return { middleware: [middleware], middlewareMergeStrategy: 'append' };
 }
 
 /** A client for the kubeconfig `text` (read from `path`, which relative file names are resolved against). */

@@ -129,6 +129,11 @@ export class FakeApiServer {
   private listening = false;
   private afterList: (() => void) | undefined;
   port = 0;
+  /**
+   * While set, a list is taken and never answered, as an API server that accepts connections
+   * before its storage is ready (k3s starting) does. Counted in `stats.lists` all the same.
+   */
+  stallLists = false;
 
   constructor(private readonly pki: TestPki) {
     this.server = https.createServer({ key: pki.serverKey, cert: pki.serverCert }, (req, res) => {
@@ -148,6 +153,11 @@ export class FakeApiServer {
 
   get resourceVersion(): string {
     return String(this.rv);
+  }
+
+  /** Client connections open right now. */
+  get openConnections(): number {
+    return this.sockets.size;
   }
 
   /** Open watches right now. */
@@ -332,6 +342,7 @@ export class FakeApiServer {
 
   private list(res: ServerResponse): void {
     this.stats.lists++;
+    if (this.stallLists) return;
     const items = [...this.objects.values()].map(clone);
     const body = JSON.stringify({ kind: 'ServiceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items });
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });

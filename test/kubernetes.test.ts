@@ -34,7 +34,7 @@ interface Agent extends PortSetRecorder {
 }
 
 /** The stream under test on `path`, with a short back-off, folded into port sets. */
-function watchKube(path: string, extra: { pollMs?: number; listenerAddr?: string } = {}): Agent {
+function watchKube(path: string, extra: { pollMs?: number; listenerAddr?: string; listTimeoutMs?: number } = {}): Agent {
   const logs: { level: number; msg: string }[] = [];
   const log = pino(
     { level: 'debug' },
@@ -52,6 +52,7 @@ function watchKube(path: string, extra: { pollMs?: number; listenerAddr?: string
       apiPort: 6443,
       log,
       backoff: { initialMs: 50, maxMs: 400, stableMs: 5_000 },
+      ...(extra.listTimeoutMs !== undefined && { listTimeoutMs: extra.listTimeoutMs }),
     }).pipe(toPortSet()),
   );
   return { ...rec, logs, previous: () => rec.sets.at(-2) };
@@ -248,6 +249,22 @@ engineTest('the API server refusing connections: down at start, then gone and ba
   assert.deepEqual(sorted(agent.keys()), sorted([API, 'tcp/0.0.0.0:30300', 'tcp/0.0.0.0:30301']), 'the last known state stays while the server is gone');
   await server.start();
   await until(agent, [API, 'tcp/0.0.0.0:30301', 'tcp/0.0.0.0:30302'], 'the re-listed state: a removed, c added');
+});
+
+engineTest('an API server that takes the list and never answers: each list is aborted at its timeout, so retries hold one connection; then it answers', opts, async (t) => {
+  const { server, path } = await setUp(t);
+  server.create({ name: 'web', type: 'NodePort', ports: [{ port: 80, nodePort: 30080 }] });
+  server.stallLists = true;
+  const agent = watchKube(path, { listTimeoutMs: 200 });
+  t.after(() => {
+    agent.stop();
+  });
+  await waitFor(() => server.stats.lists >= 5, 15_000, () => `five stalled lists (${String(server.stats.lists)} so far)`);
+  // Each timed-out list is aborted before the next one starts: no pile of open connections.
+  await waitFor(() => server.openConnections <= 1, 2_000, () => `the aborted lists to close (${String(server.openConnections)} open)`);
+  assert.deepEqual(sorted(agent.keys()), [API], 'nothing listed yet but the API port');
+  server.stallLists = false;
+  await until(agent, [API, 'tcp/0.0.0.0:30080'], 'the Services once the list is answered');
 });
 
 engineTest('bookmarks are taken in stride: no reconnect, and later events still apply', opts, async (t) => {

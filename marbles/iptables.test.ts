@@ -241,6 +241,36 @@ test('iptables: IPv6 rules count, and a missing ip6tables-save means IPv4 only, 
   assert.equal(lines().filter((l) => /ip6tables-save is not installed/.test(l.msg)).length, 1);
 }));
 
+test('iptables: a failing ip6tables-save holds nothing back: IPv4 goes on, the IPv6 rules last read stand, said once', marbles((h, scheduler) => {
+  const { log, lines } = recordingLogger();
+  const v6Rule = '-d ::1/128 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80';
+  const v6Owner = `${chain} ${v6Rule} (ip6tables)`;
+  const v6Fwd = fwd(8080, { source: 'iptables', owner: v6Owner, hostIp: '::1', containerPort: 80 });
+  const noTable = Object.assign(new Error("ip6tables-save -t nat failed (exit 1): Table does not exist (do you need to insmod?)"), { code: 1 });
+  const failing = () => h.cold('#', undefined, noTable);
+  // A kernel without IPv6 nat from the start; and one where it fails after a good read.
+  const never = scripted(h, () => scheduler.now(), { ipv4: [text(h, natTable(web))], ipv6: [failing], monitors: { nft: [quiet] } });
+  const later = scripted(h, () => scheduler.now(), {
+    ipv4: [text(h, natTable()), text(h, natTable()), text(h, natTable(web))],
+    ipv6: [text(h, natTable(v6Rule)), failing, failing, text(h, '')],
+    monitors: { nft: [quiet] },
+  });
+  expectEvents(h, iptablesEvents(never, { ...timing, safetyMs: 10, scheduler, log }), '^ 12ms !', 'w----w----w');
+  expectEvents(h, iptablesEvents(later, { ...timing, safetyMs: 10, scheduler, log: recordingLogger().log }), '^ 22ms !', 'v----v----x---------y', {
+    v: snapshot([[v6Owner, [v6Fwd]]]),
+    x: snapshot([
+      [webFwd.owner, [webFwd]],
+      [v6Owner, [v6Fwd]],
+    ]),
+    y: snapshot([[webFwd.owner, [webFwd]]]),
+  });
+  h.flush();
+  const warnings = lines().filter((l) => l.level === 40).map((l) => l.msg);
+  assert.deepEqual(warnings, [
+    'cannot read the IPv6 nat table (ip6tables-save -t nat failed (exit 1): Table does not exist (do you need to insmod?)); IPv4 goes on, and the IPv6 rules last read (none) stand until it works',
+  ]);
+}));
+
 test('iptables: a rule it cannot read is logged once, not on every re-read', marbles((h, scheduler) => {
   const { log, lines } = recordingLogger();
   const odd = '-p sctp -m sctp --dport 9 -j DNAT --to-destination 10.88.0.5:9';

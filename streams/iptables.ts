@@ -113,7 +113,7 @@ export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptio
   const scheduler = opts.scheduler ?? asyncScheduler;
   const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
   return defer(() => {
-    const logged: Logged = { problems: new Set(), noIpv6: false, failing: false };
+    const logged: Logged = { problems: new Set(), noIpv6: false, failing: false, lastIpv6: '', ipv6Failing: false };
     return merge(
       ruleTriggers(client, log, scheduler, opts),
       timer(o.safetyMs, o.safetyMs, scheduler).pipe(map((): Trigger => ({ reason: 'safety' }))),
@@ -235,18 +235,27 @@ function readRules(
   state: Logged,
 ): Observable<SourceEvent> {
   const rules = opts.rules ?? cniPortmapRules;
-  const read = (family: Family): Observable<string> =>
-    client.save(family).pipe(
-      catchError((error: unknown) => {
-        if (family === 'ipv6' && code(error) === 'ENOENT') {
-          if (!state.noIpv6) log.info('ip6tables-save is not installed; reading IPv4 rules only');
-          state.noIpv6 = true;
-          return of('');
-        }
-        return throwError(() => error);
-      }),
-    );
-  return defer(() => forkJoin([read('ipv4'), read('ipv6')])).pipe(
+  // IPv4 decides whether a read worked. IPv6 may fail for good (a kernel without IPv6 or its nat
+  // table) or for a moment: then its rules last read stand (none at first), said once.
+  const readIpv6 = client.save('ipv6').pipe(
+    tap((text) => {
+      if (state.ipv6Failing) log.info('reading the IPv6 nat table works again');
+      state.ipv6Failing = false;
+      state.lastIpv6 = text;
+    }),
+    catchError((error: unknown) => {
+      if (code(error) === 'ENOENT') {
+        if (!state.noIpv6) log.info('ip6tables-save is not installed; reading IPv4 rules only');
+        state.noIpv6 = true;
+        state.lastIpv6 = '';
+      } else if (!state.ipv6Failing) {
+        state.ipv6Failing = true;
+        log.warn(`cannot read the IPv6 nat table (${errorMessage(error)}); IPv4 goes on, and the IPv6 rules last read (${state.lastIpv6 === '' ? 'none' : 'kept'}) stand until it works`);
+      }
+      return of(state.lastIpv6);
+    }),
+  );
+  return defer(() => forkJoin([client.save('ipv4'), readIpv6])).pipe(
     reconnectWithBackoff({
       ...opts.backoff,
       scheduler,
@@ -282,6 +291,9 @@ interface Logged {
   problems: Set<string>;
   noIpv6: boolean;
   failing: boolean;
+  /** The last IPv6 nat table read, which stands while ip6tables-save fails. */
+  lastIpv6: string;
+  ipv6Failing: boolean;
 }
 
 function withoutUndefined<T extends object>(o: T): Partial<T> {

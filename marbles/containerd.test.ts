@@ -269,18 +269,30 @@ test('containerd: a missing socket at start is waited for with growing back-off'
   assert.match(warnings[0]!, /cannot reach containerd \(14 UNAVAILABLE.*\); reconnecting and re-listing in 10 ms/);
 }));
 
-test('containerd: a start whose container is gone is a removal; another lookup error logs one line', marbles((h, scheduler) => {
+test('containerd: a start whose container is gone is a removal; another lookup error reconnects and re-lists, so its ports are not lost', marbles((h, scheduler) => {
   const { cold, expectObservable } = h;
   const { log, lines } = recordingLogger();
+  let c3Lookups = 0;
   const client = scripted(h, {
-    connections: [cold<Ev>('O-ab', { O, a: start('ns', 'c2'), b: start('ns', 'c3') })],
-    container: (_ns, id) => (id === 'c2' ? throwError(notFound) : throwError(() => new Error('4 DEADLINE_EXCEEDED: Deadline exceeded'))),
+    connections: [cold<Ev>('O-ab', { O, a: start('ns', 'c2'), b: start('ns', 'c3') }), cold<Ev>('O', { O })],
+    namespaces: [cold('(n|)', { n: [] }), cold('(n|)', { n: ['ns'] })],
+    tasks: () => cold('(t|)', { t: [running('c3')] }),
+    container: (_ns, id) => {
+      if (id === 'c2') return throwError(notFound);
+      // containerd too slow once (its deadline), then answers
+      return ++c3Lookups === 1 ? throwError(() => new Error('4 DEADLINE_EXCEEDED: Deadline exceeded')) : cold('(c|)', { c: { id, labels: portsLabel(http) } });
+    },
   });
-  expectObservable(run(client, scheduler, log), '^ 10ms !').toBe('e-r', { e: snapshot([]), r: remove('ns/c2') });
+  // c3's lookup fails at 3: back-off 10, reconnect at 13, and the scan brings c3 with its ports
+  expectObservable(run(client, scheduler, log), '^ 20ms !').toBe('e-r 10ms s', {
+    e: snapshot([]),
+    r: remove('ns/c2'),
+    s: snapshot([['ns/c3', webPorts('ns/c3')]]),
+  });
   h.flush();
-  const errors = lines().filter((l) => l.level >= 50);
-  assert.equal(errors.length, 1);
-  assert.match(errors[0]!.msg, /cannot look up container c3 in namespace ns after its task started \(4 DEADLINE_EXCEEDED/);
+  const warnings = lines().filter((l) => l.level >= 40);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!.msg, /cannot look up container c3 in namespace ns after its task started \(4 DEADLINE_EXCEEDED.*re-listing in 10 ms/);
 }));
 
 test('containerd: a malformed port gets one log line naming container and namespace; the valid ports still count', marbles((h, scheduler) => {

@@ -177,10 +177,9 @@ function handle(ctx: Ctx, e: ContainerdEvent): Observable<SourceEvent> {
             running.delete(owner);
             return of(remove(owner));
           }
-          // Not the container's fault: if containerd is going away the event stream ends too and
-          // the re-list repairs this; otherwise the ports are missing until the container's next event.
-          log.error({ container: id, namespace: e.namespace }, `cannot look up container ${name(e.namespace, id)} after its task started (${errorMessage(error)}); its ports are not forwarded`);
-          return EMPTY;
+          // Not the container's fault (containerd slow, or going away): reconnect and re-list, so
+          // its ports are not missing until its next event.
+          return throwError(() => new Error(`cannot look up container ${name(e.namespace, id)} after its task started (${errorMessage(error)})`, { cause: error }));
         }),
       );
     }

@@ -95,6 +95,9 @@ export function grpcContainerdClient(socketPath: string, opts: GrpcContainerdCli
   const events = new p.containerd.services.events.v1.Events(target, credentials, {
     'grpc.initial_reconnect_backoff_ms': 100,
     'grpc.max_reconnect_backoff_ms': 1_000,
+    // containerd sends up to 16 MiB; grpc-js takes 4 MiB by default, and a container record with
+    // large labels or spec over that would fail every scan.
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
   });
   const channelOverride = events.getChannel();
   const namespaces = new p.containerd.services.namespaces.v1.Namespaces(target, credentials, { channelOverride });
@@ -106,19 +109,19 @@ export function grpcContainerdClient(socketPath: string, opts: GrpcContainerdCli
     events: () => subscribe(events, log, markerTimeoutMs),
     namespaces: () =>
       unary<readonly string[]>((done) => {
-        namespaces.List({}, new grpc.Metadata(), deadline(), (err, res) => {
+        return namespaces.List({}, new grpc.Metadata(), deadline(), (err, res) => {
           done(err, res?.namespaces.map((n) => n.name));
         });
       }),
     tasks: (namespace) =>
       unary<readonly ContainerdTask[]>((done) => {
-        tasks.List({}, inNamespace(namespace), deadline(), (err, res) => {
+        return tasks.List({}, inNamespace(namespace), deadline(), (err, res) => {
           done(err, res?.tasks);
         });
       }),
     container: (namespace, id) =>
       unary<ContainerdContainer>((done) => {
-        containers.Get({ id }, inNamespace(namespace), deadline(), (err, res) => {
+        return containers.Get({ id }, inNamespace(namespace), deadline(), (err, res) => {
           done(err, res?.container ?? undefined);
         });
       }),
@@ -135,10 +138,15 @@ function inNamespace(namespace: string): grpc.Metadata {
   return metadata;
 }
 
-/** One unary call per subscription; an error, or a reply without the expected body, fails it. */
-function unary<T>(call: (done: (err: grpc.ServiceError | null, value: T | undefined) => void) => void): Observable<T> {
+/**
+ * One unary call per subscription; an error, or a reply without the expected body, fails it.
+ * Unsubscribing before the answer (a reconnect, a failed scan) cancels the call.
+ */
+function unary<T>(call: (done: (err: grpc.ServiceError | null, value: T | undefined) => void) => grpc.ClientUnaryCall): Observable<T> {
   return new Observable<T>((subscriber) => {
-    call((err, value) => {
+    let answered = false;
+    const pending = call((err, value) => {
+      answered = true;
       if (err) subscriber.error(err);
       else if (value === undefined) subscriber.error(new Error('containerd sent an empty reply'));
       else {
@@ -146,6 +154,9 @@ function unary<T>(call: (done: (err: grpc.ServiceError | null, value: T | undefi
         subscriber.complete();
       }
     });
+    return () => {
+      if (!answered) pending.cancel();
+    };
   });
 }
 
@@ -165,15 +176,18 @@ function subscribe(events: EventsClient, log: Logger, markerTimeoutMs: number): 
     let timer: NodeJS.Timeout | undefined;
     const started = Date.now();
 
+    const published = new Set<grpc.ClientUnaryCall>();
     const publish = (pauseMs: number): void => {
-      events.Publish(
+      const marker = events.Publish(
         { topic: subscribedTopic, event: { type_url: markerType, value: Buffer.from(token) } },
         inNamespace(markerNamespace),
         { deadline: Date.now() + markerTimeoutMs },
         (err) => {
+          published.delete(marker);
           if (err && !open) subscriber.error(new Error(`cannot publish the subscription marker: ${err.message}`, { cause: err }));
         },
       );
+      published.add(marker);
       timer = setTimeout(() => {
         if (open) return;
         if (Date.now() - started >= markerTimeoutMs) {
@@ -210,6 +224,7 @@ function subscribe(events: EventsClient, log: Logger, markerTimeoutMs: number): 
     return () => {
       clearTimeout(timer);
       call.cancel();
+      for (const marker of published) marker.cancel();
     };
   });
 }

@@ -35,12 +35,18 @@ export function nodeIptablesClient(opts: NodeIptablesClientOptions = {}): Iptabl
   };
 }
 
+/**
+ * Bound on a command's output: a nat table with 100,000 rules is about 10 MiB. Node joins the
+ * output into one string, which past ~512 MiB throws outside the callback and ends the process.
+ */
+const maxOutputBytes = 64 * 1024 * 1024;
+
 function runCommand([cmd, ...args]: readonly [string, ...string[]], timeoutMs: number): Observable<string> {
   return new Observable<string>((subscriber) => {
     const child = execFile(
       findCommand(cmd),
       args,
-      { maxBuffer: 512 * 1024 * 1024, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' },
+      { maxBuffer: maxOutputBytes, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' },
       (error, stdout, stderr) => {
         if (!error) {
           subscriber.next(stdout);

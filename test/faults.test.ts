@@ -15,6 +15,7 @@
  * | host switch answers 500                  | -docker → -hostSwitchURL     | docker ps         | forwarder fake          |
  * | host switch restarts empty, no changes   | -docker → -hostSwitchURL     | docker ps         | forwarder fake, emptied |
  * | SIGTERM during a burst of 20 starts      | -docker → vtunnel            | (nothing)         | strict vtunnel receiver |
+ * | SIGTERM twice, the withdrawal hanging    | -kubernetes → vtunnel        | (exit 0 at once)  | a peer that never closes |
  *
  * Each fault lasts `PORTSTREAM_FAULT_MS` (default 3000 ms; an engine's own start comes on top).
  * With `PORTSTREAM_FAULTS_LOG_DIR=DIR` each case's agent log (debug level) is kept in DIR.
@@ -28,7 +29,9 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -84,6 +87,7 @@ const ports = {
   kubernetes: { receiver: 23903, apiServer: 23906, k8sApiPort: 23399 },
   hostSwitch: { forwarder: 23904, keep: 23401, gone: 23402, goneUdp: 23403, added: 23404, addedUdp: 23405 },
   sigterm: { receiver: 23905, burst: 23500 },
+  sigtermTwice: { peer: 23907, k8sApiPort: 23398 },
 } as const;
 
 const runLabel = `portstream-faults=${randomBytes(6).toString('hex')}`;
@@ -593,4 +597,69 @@ engineTest('SIGTERM while a burst of 20 container starts is in flight: everythin
   await sleep(300);
   assert.deepEqual(sorted(viewKeys(receiver)), [], 'nothing arrives after the exit');
   assert.deepEqual(receiver.violations, []);
+});
+
+/** The processes whose parent is `pid`, as `pid comm`, from /proc. */
+function childrenOf(pid: number): { pid: number; comm: string }[] {
+  const children: { pid: number; comm: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+      if (ppid === pid) children.push({ pid: Number(entry), comm: stat.slice(stat.indexOf('(') + 1, close) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
+engineTest('SIGTERM twice while the withdrawal hangs: the sources (the rule monitor too) stop at the first, and the second exits 0 at once', { needs: ['root', 'iptables', 'nft'], timeout: 60_000 }, async (t) => {
+  const p = ports.sigtermTwice;
+  // A vtunnel peer that takes each message and never closes: every send, the withdrawal's too, hangs.
+  const peerSockets = new Set<net.Socket>();
+  let messages = 0;
+  const peer = net.createServer({ allowHalfOpen: true }, (socket) => {
+    peerSockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('data', () => (messages += 1));
+  });
+  await new Promise<void>((resolve) => peer.listen(p.peer, '127.0.0.1', resolve));
+  t.after(async () => {
+    for (const socket of peerSockets) socket.destroy();
+    await new Promise((resolve) => peer.close(resolve));
+  });
+  // The API port is forwarded from the start, kubeconfig or not: something to withdraw.
+  const agent = agentFor(t, 'sigterm-twice', [
+    '-kubernetes',
+    '-kubeconfig',
+    '/nonexistent/portstream-test/k3s.yaml',
+    '-k8sAPIPort',
+    String(p.k8sApiPort),
+    '-privilegedService',
+    '-vtunnelAddr',
+    `127.0.0.1:${String(p.peer)}`,
+    '-connectInterface',
+    'lo',
+  ]);
+  await waitForLog(agent, /watching rule changes with (nft monitor|xtables-monitor)/);
+  const monitors = childrenOf(agent.pid).filter((c) => c.comm === 'nft' || c.comm === 'xtables-monitor');
+  assert.equal(monitors.length, 1, `the agent runs one rule monitor: ${JSON.stringify(childrenOf(agent.pid))}`);
+  await waitFor(() => messages >= 1, 10_000, () => `the API port's add to reach the peer\n${agent.tail()}`);
+
+  agent.child.kill('SIGTERM');
+  await waitForLog(agent, /stopping: withdrawing every forward/);
+  // The sources end at once (only the sinks' withdrawal goes on), so no monitor outlives a forced exit.
+  const monitor = monitors[0]!;
+  await waitFor(() => !alive(monitor.pid), 3_000, `the rule monitor (${monitor.comm}, pid ${String(monitor.pid)}) to end at the first SIGTERM`);
+  assert.equal(agent.exitedYet(), false, 'the withdrawal still hangs');
+  const secondAt = performance.now();
+  agent.child.kill('SIGTERM');
+  const exit = await agent.exited;
+  const exitMs = Math.round(performance.now() - secondAt);
+  assert.deepEqual(exit, { code: 0, signal: null }, agent.tail());
+  assert.ok(exitMs < vtunnelDefaults.withdrawTimeoutMs, `exited ${String(exitMs)} ms after the second SIGTERM, not after the withdraw bound`);
+  assert.match(agent.stderr(), /asked again to stop; exiting without waiting for the withdrawal/);
 });

@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defer, from, Observable } from 'rxjs';
@@ -272,13 +272,31 @@ export function decodeEnvelope(envelope: Envelope__Output, log: Logger = moduleL
   }
 }
 
-/** `<stateDir>/network-config.json`, or undefined when nerdctl wrote none there. */
+/** nerdctl's network-config.json is a few hundred bytes; anything near this is not one. */
+const maxNetworkConfigBytes = 1024 * 1024;
+
+/**
+ * `<stateDir>/network-config.json`, or undefined when nerdctl wrote none there. The directory
+ * comes from a container label, so the path is untrusted: only a regular file of bounded size is
+ * read, and opening does not block (a FIFO there would otherwise stall the stream for good).
+ */
 async function readNetworkConfig(stateDir: string): Promise<string | undefined> {
   if (!isAbsolute(stateDir)) throw new Error(`the state directory ${JSON.stringify(stateDir)} is not an absolute path`);
+  let file: FileHandle;
   try {
-    return await readFile(join(stateDir, networkConfigFile), 'utf8');
+    file = await open(join(stateDir, networkConfigFile), constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
+  }
+  try {
+    const stat = await file.stat();
+    if (!stat.isFile()) throw new Error('it is not a regular file');
+    if (stat.size > maxNetworkConfigBytes) throw new Error(`it is ${String(stat.size)} bytes, more than ${String(maxNetworkConfigBytes)}`);
+    const buffer = Buffer.alloc(stat.size);
+    const { bytesRead } = await file.read(buffer, 0, stat.size, 0);
+    return buffer.toString('utf8', 0, bytesRead);
+  } finally {
+    await file.close();
   }
 }

@@ -241,6 +241,23 @@ test('iptables: IPv6 rules count, and a missing ip6tables-save means IPv4 only, 
   assert.equal(lines().filter((l) => /ip6tables-save is not installed/.test(l.msg)).length, 1);
 }));
 
+test('iptables: a nat table that iptables-save cannot show (rules made with nft) is a failed read, not an empty one: nothing is withdrawn', marbles((h, scheduler) => {
+  const { log, lines } = recordingLogger();
+  // iptables-nft's whole output, exit 0, while `ip nat` holds a rule made with nft (seen here)
+  const incompatible = "# Table `nat' is incompatible, use 'nft' tool.\n";
+  const client = scripted(h, () => scheduler.now(), {
+    ipv4: [text(h, natTable(web)), text(h, incompatible), text(h, incompatible), text(h, natTable(web, dns))],
+    monitors: { nft: [quiet] },
+  });
+  // read at 0 (w); at 5 the table cannot be shown: retried at 15 (still), 35 works (b); no empty snapshot
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 40ms !', 'w 34ms b');
+  h.flush();
+  assert.deepEqual(client.reads.ipv4, [0, 5, 15, 35]);
+  const warnings = lines().filter((l) => l.level === 40).map((l) => l.msg);
+  assert.equal(warnings.length, 2);
+  assert.match(warnings[0]!, /^cannot read the nat table \(the nat table also holds rules made with nft that iptables-save cannot show \(Table `nat' is incompatible, use 'nft' tool\.\)\); trying again in 10 ms$/);
+}));
+
 test('iptables: a failing ip6tables-save holds nothing back: IPv4 goes on, the IPv6 rules last read stand, said once', marbles((h, scheduler) => {
   const { log, lines } = recordingLogger();
   const v6Rule = '-d ::1/128 -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80';

@@ -21,7 +21,7 @@ import { snapshot, type Forward, type SourceEvent } from '../src/model.js';
 import { coalesceTriggers } from '../operators/coalesceTriggers.js';
 import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
-import { cniPortmapRules, parseIptablesSave, type CountingRule, type Family } from './iptablesRules.js';
+import { cniPortmapRules, parseIptablesSave, unreadableTable, type CountingRule, type Family } from './iptablesRules.js';
 import { errorMessage } from '../src/errors.js';
 
 export type { Family } from './iptablesRules.js';
@@ -237,7 +237,7 @@ function readRules(
   const rules = opts.rules ?? cniPortmapRules;
   // IPv4 decides whether a read worked. IPv6 may fail for good (a kernel without IPv6 or its nat
   // table) or for a moment: then its rules last read stand (none at first), said once.
-  const readIpv6 = client.save('ipv6').pipe(
+  const readIpv6 = readable(client.save('ipv6')).pipe(
     tap((text) => {
       if (state.ipv6Failing) log.info('reading the IPv6 nat table works again');
       state.ipv6Failing = false;
@@ -255,7 +255,7 @@ function readRules(
       return of(state.lastIpv6);
     }),
   );
-  return defer(() => forkJoin([client.save('ipv4'), readIpv6])).pipe(
+  return defer(() => forkJoin([readable(client.save('ipv4')), readIpv6])).pipe(
     reconnectWithBackoff({
       ...opts.backoff,
       scheduler,
@@ -282,6 +282,20 @@ function readRules(
       for (const p of problems) if (!state.problems.has(p)) log.warn(p);
       state.problems = problems;
       return snapshot(owners);
+    }),
+  );
+}
+
+/**
+ * The nat table as read, or an error when iptables-save could not show it (see `unreadableTable`):
+ * a failed read keeps what was published, where an empty table would withdraw it all.
+ */
+function readable(save: Observable<string>): Observable<string> {
+  return save.pipe(
+    map((text) => {
+      const why = unreadableTable(text);
+      if (why !== undefined) throw new Error(why);
+      return text;
     }),
   );
 }

@@ -46,6 +46,19 @@ export interface Parsed {
   readonly problems: string[];
 }
 
+/**
+ * Why `text` (iptables-save output) cannot stand for the `table` it should hold, or undefined.
+ * iptables-nft writes no rules at all, only a comment, for a table that also holds rules made
+ * with `nft` that it cannot show (and exits 0): read as empty, that would withdraw every port.
+ */
+export function unreadableTable(text: string, table = 'nat'): string | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^#\s*Table `(\S+)' is incompatible/.exec(line.trim());
+    if (match?.[1] === table) return `the ${table} table also holds rules made with nft that iptables-save cannot show (${line.trim().slice(2)})`;
+  }
+  return undefined;
+}
+
 /** The address a rule without `-d` publishes on, per family. */
 export const wildcard: Readonly<Record<Family, string>> = { ipv4: '0.0.0.0', ipv6: '::' };
 
@@ -122,20 +135,31 @@ export function parseIptablesSave(text: string, family: Family, rules: readonly 
 function readTables(text: string, problems: string[]): Map<string, Map<string, RuleLine[]>> {
   const tables = new Map<string, Map<string, RuleLine[]>>();
   let current: Map<string, RuleLine[]> | undefined;
+  let skippingTable = false; // inside a table whose header was not understood: one problem for all of it
   const lines = text.split('\n');
   lines.forEach((raw, index) => {
     const line = raw.trim();
     const number = index + 1;
+    if (line.startsWith('# Warning: iptables-legacy tables present')) {
+      problems.push('iptables-legacy tables are present as well; rules there are not read (iptables-legacy-save shows them)');
+      return;
+    }
     if (line === '' || line.startsWith('#')) return;
     if (line.startsWith('*')) {
       const name = line.slice(1);
       if (!/^[a-z]+$/.test(name)) {
-        problems.push(`line ${String(number)}: unrecognised table ${JSON.stringify(line)}`);
+        problems.push(`line ${String(number)}: unrecognised table ${JSON.stringify(line)}; skipped to its COMMIT`);
         current = undefined;
+        skippingTable = true;
         return;
       }
       current = tables.get(name) ?? new Map<string, RuleLine[]>();
       tables.set(name, current);
+      skippingTable = false;
+      return;
+    }
+    if (skippingTable) {
+      if (line === 'COMMIT') skippingTable = false;
       return;
     }
     if (!current) {
@@ -197,6 +221,12 @@ function readRule(line: RuleLine, problems: string[]): { rule: Rule; normalized:
     const token = tokens[i]!;
     if (token === '!') {
       negated = true;
+      continue;
+    }
+    if (token === '--comment') {
+      // exactly one argument, whatever it looks like (iptables-save leaves `--dport` unquoted)
+      i++;
+      negated = false;
       continue;
     }
     // own keys only: a token such as `constructor` must not find Object.prototype's
@@ -296,18 +326,23 @@ function forwardsOf(rule: Rule, family: Family, owner: string, out: Forward[]): 
   if ('problem' in host) return host.problem;
 
   if (rule.dports.length === 0) return 'a DNAT rule without a destination port matches every port; skipped';
-  const ports: number[] = [];
+  // Each port match (`--dport`, `--dports`) must hold, so the rule's ports are their intersection.
+  let ports: number[] | undefined;
   for (const dport of rule.dports) {
     if (dport.negated) return `! ${dport.value} matches every other port; skipped`;
+    const matched: number[] = [];
     for (const part of dport.value.split(',')) {
       const range = parsePortRange(part);
       if (!range) return `unrecognised destination port ${JSON.stringify(dport.value)}; skipped`;
-      if (range.last - range.first + 1 > maxPortsPerRule) {
-        return `port range ${part} is wider than ${String(maxPortsPerRule)} ports; skipped`;
+      if (matched.length + range.last - range.first + 1 > maxPortsPerRule) {
+        return `destination ports ${dport.value} are more than ${String(maxPortsPerRule)}; skipped`;
       }
-      for (let p = range.first; p <= range.last; p++) ports.push(p);
+      for (let p = range.first; p <= range.last; p++) matched.push(p);
     }
+    const also = new Set(matched);
+    ports = ports === undefined ? matched : ports.filter((p) => also.has(p));
   }
+  if (ports === undefined || ports.length === 0) return 'its port matches leave no port in common; skipped';
 
   const to = rule.toDestination === undefined ? undefined : parseToDestination(rule.toDestination, family);
   const seen = new Set<number>();

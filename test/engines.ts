@@ -7,7 +7,7 @@
  * Every command runs with an argument array (execFile/spawn), never through a shell.
  */
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants, closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, mkdir, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -310,6 +310,23 @@ async function waitForEngine(
 }
 
 /** Whether `pid` is a live process; a zombie counts as gone. */
+/** The processes whose parent is `pid` (this process by default), from /proc/PID/stat. */
+export function childProcesses(pid: number = process.pid): { pid: number; comm: string }[] {
+  const children: { pid: number; comm: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+      if (ppid === pid) children.push({ pid: Number(entry), comm: stat.slice(stat.indexOf('(') + 1, close) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
 export function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');

@@ -29,7 +29,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -43,6 +42,7 @@ import { containerdNeeds, ctrTruth, OwnContainerd, TestTasks, type TestContainer
 import {
   alive,
   busyboxImage,
+  childProcesses,
   docker,
   dockerNeeds,
   dockerPortKeys,
@@ -599,23 +599,6 @@ engineTest('SIGTERM while a burst of 20 container starts is in flight: everythin
   assert.deepEqual(receiver.violations, []);
 });
 
-/** The processes whose parent is `pid`, as `pid comm`, from /proc. */
-function childrenOf(pid: number): { pid: number; comm: string }[] {
-  const children: { pid: number; comm: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const close = stat.lastIndexOf(')');
-      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
-      if (ppid === pid) children.push({ pid: Number(entry), comm: stat.slice(stat.indexOf('(') + 1, close) });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return children;
-}
-
 engineTest('SIGTERM twice while the withdrawal hangs: the sources (the rule monitor too) stop at the first, and the second exits 0 at once', { needs: ['root', 'iptables', 'nft'], timeout: 60_000 }, async (t) => {
   const p = ports.sigtermTwice;
   // A vtunnel peer that takes each message and never closes: every send, the withdrawal's too, hangs.
@@ -645,8 +628,8 @@ engineTest('SIGTERM twice while the withdrawal hangs: the sources (the rule moni
     'lo',
   ]);
   await waitForLog(agent, /watching rule changes with (nft monitor|xtables-monitor)/);
-  const monitors = childrenOf(agent.pid).filter((c) => c.comm === 'nft' || c.comm === 'xtables-monitor');
-  assert.equal(monitors.length, 1, `the agent runs one rule monitor: ${JSON.stringify(childrenOf(agent.pid))}`);
+  const monitors = childProcesses(agent.pid).filter((c) => c.comm === 'nft' || c.comm === 'xtables-monitor');
+  assert.equal(monitors.length, 1, `the agent runs one rule monitor: ${JSON.stringify(childProcesses(agent.pid))}`);
   await waitFor(() => messages >= 1, 10_000, () => `the API port's add to reach the peer\n${agent.tail()}`);
 
   agent.child.kill('SIGTERM');

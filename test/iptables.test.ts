@@ -8,7 +8,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before } from 'node:test';
 import { Subject } from 'rxjs';
@@ -18,7 +17,7 @@ import { listenerSink } from '../src/sinks/listeners.js';
 import { iptablesEvents, type IptablesStreamOptions } from '../streams/iptables.js';
 import { nodeIptablesClient } from '../streams/iptablesClient.js';
 import { recordingLogger } from '../marbles/helpers.js';
-import { engineTest, gateFor, waitFor, type Need } from './engines.js';
+import { childProcesses, engineTest, gateFor, run, waitFor, type Need } from './engines.js';
 import { listeningKeys, nat, NatChains, ownChainsLeft, ownListeningKeys, sweepLeftovers } from './iptablesHarness.js';
 
 const needs: readonly Need[] = ['root', 'iptables'];
@@ -224,21 +223,9 @@ engineTest('nft monitor is the trigger here, and says so', { needs: [...needs, '
   assert.ok(Date.now() - before < 1500, `seen ${String(Date.now() - before)} ms after the command returned`);
 });
 
-/** The pids of this process's children named `name` (from /proc/PID/stat: comm and ppid). */
+/** The pids of this process's children named `name`. */
 function childrenNamed(name: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (comm === name && ppid === process.pid) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
+  return childProcesses().filter((c) => c.comm === name).map((c) => c.pid);
 }
 
 engineTest('a monitor process that dies is restarted, and changes are seen again', { needs: [...needs, 'nft'], timeout: 60_000 }, async (t) => {
@@ -256,6 +243,32 @@ engineTest('a monitor process that dies is restarted, and changes are seen again
   await nat('ipv4', '-A', chain, '-p', 'tcp', '-m', 'tcp', '--dport', '28314', '-j', 'DNAT', '--to-destination', '10.213.0.2:80');
   await waitForOwn(28314, ['tcp/0.0.0.0:28314'], 'the placeholder after the restart');
   assert.ok(Date.now() - before < 1500, `seen ${String(Date.now() - before)} ms after the command returned`);
+});
+
+engineTest('a rule made with nft in the nat table leaves iptables-save unable to show it: nothing is withdrawn, and it is read again once that rule goes', { needs: [...needs, 'nft'], timeout: 60_000 }, async (t) => {
+  const { chains, agent } = setUp(t);
+  await waitFor(() => agent.lines().some((l) => l.msg === 'watching rule changes with nft monitor'), 5000, 'the mode line');
+  const chain = await chains.chain();
+  await nat('ipv4', '-A', chain, '-p', 'tcp', '-m', 'tcp', '--dport', '28316', '-j', 'DNAT', '--to-destination', '10.213.0.2:80');
+  await waitForOwn(28316, ['tcp/0.0.0.0:28316'], 'the placeholder');
+
+  // A chain of nft's own in `ip nat`, never hooked, with a rule iptables-nft cannot translate.
+  const native = `pst_native_${String(process.pid)}`;
+  let nativeThere = true;
+  const dropNative = async (): Promise<void> => {
+    if (!nativeThere) return;
+    nativeThere = false;
+    await run('nft', ['delete', 'chain', 'ip', 'nat', native]);
+  };
+  t.after(dropNative);
+  await run('nft', ['add', 'chain', 'ip', 'nat', native]);
+  await run('nft', ['add', 'rule', 'ip', 'nat', native, 'ip', 'daddr', '10.213.250.1', 'tcp', 'dport', '9', 'ct', 'state', 'new', 'counter']);
+  await waitFor(() => agent.lines().some((l) => l.level === 40 && /rules made with nft that iptables-save cannot show/.test(l.msg)), 5000, 'the agent to find the table unreadable');
+  assert.deepEqual(sorted(ownListeningKeys(ours(28316))), ['tcp/0.0.0.0:28316'], 'an unreadable table withdraws nothing');
+
+  await dropNative();
+  await nat('ipv4', '-D', chain, '-p', 'tcp', '-m', 'tcp', '--dport', '28316', '-j', 'DNAT', '--to-destination', '10.213.0.2:80');
+  await waitForOwn(28316, [], 'the placeholder to close once the table can be read again');
 });
 
 engineTest('without a monitor the stream polls, logs that, and still finds the rule', opts, async (t) => {

@@ -8,6 +8,7 @@ import {
   parsePortRange,
   parseToDestination,
   tokenize,
+  unreadableTable,
   type CountingRule,
 } from '../../streams/iptablesRules.js';
 import type { Forward } from '../../src/model.js';
@@ -151,6 +152,9 @@ test('--dport forms: one port, A:B, multiport lists, the long names; bad and neg
     '-p tcp -m multiport ! --dports 1,2 -j DNAT --to-destination 10.0.0.1',
     '-p tcp -j DNAT --to-destination 10.0.0.1',
     `-p tcp -m tcp --dport 1:${String(maxPortsPerRule + 1)} -j DNAT --to-destination 10.0.0.1`,
+    // the cap is per rule, not per range of a list
+    `-p tcp -m multiport --dports 1:${String(maxPortsPerRule)},${String(maxPortsPerRule + 1)}:${String(maxPortsPerRule + 2)} -j DNAT --to-destination 10.0.0.1`,
+    '-p tcp -m tcp --dport 80 -m multiport --dports 81,82 -j DNAT --to-destination 10.0.0.1',
   ), 'ipv4');
   assert.deepEqual(forwards, []);
   assert.deepEqual(problems.map((p) => p.replace(/^line \d+ \(CNI portmap CNI-DN-x\): /, '')), [
@@ -158,8 +162,14 @@ test('--dport forms: one port, A:B, multiport lists, the long names; bad and neg
     'unrecognised destination port "9:8"; skipped',
     '! 1,2 matches every other port; skipped',
     'a DNAT rule without a destination port matches every port; skipped',
-    `port range 1:${String(maxPortsPerRule + 1)} is wider than ${String(maxPortsPerRule)} ports; skipped`,
+    `destination ports 1:${String(maxPortsPerRule + 1)} are more than ${String(maxPortsPerRule)}; skipped`,
+    `destination ports 1:${String(maxPortsPerRule)},${String(maxPortsPerRule + 1)}:${String(maxPortsPerRule + 2)} are more than ${String(maxPortsPerRule)}; skipped`,
+    'its port matches leave no port in common; skipped',
   ]);
+  // Two port matches must both hold: the ports are those they share.
+  assert.deepEqual(ports(nat('-p tcp -m tcp --dport 80 -m multiport --dports 80,81 -j DNAT --to-destination 10.0.0.1')), ['tcp/0.0.0.0:80->80']);
+  // A comment is one argument, even one that looks like an option (iptables-save leaves it unquoted).
+  assert.deepEqual(ports(nat('-m comment --comment --dport -p tcp -m tcp --dport 90 -j DNAT --to-destination 10.0.0.1')), ['tcp/0.0.0.0:90->90']);
   assert.deepEqual(parsePortRange('8000:8002'), { first: 8000, last: 8002 });
   assert.equal(parsePortRange('0'), undefined);
   assert.equal(parsePortRange('1-2'), undefined, 'iptables writes ranges with a colon');
@@ -237,7 +247,7 @@ test('the counting rules are data: a different table says what counts', () => {
   assert.deepEqual(parseIptablesSave(fixture('iptables-save-nat-docker-cni.txt'), 'ipv4', []).forwards, []);
 });
 
-test('tables, declarations, comments: odd lines are one problem each and the rest still counts', () => {
+test('tables, declarations, comments: odd lines are one problem each (a table not understood, one for all of it) and the rest still counts', () => {
   const text = [
     '# a comment',
     '-A CNI-DN-x -p tcp --dport 1 -j DNAT --to-destination 10.0.0.1',
@@ -251,6 +261,9 @@ test('tables, declarations, comments: odd lines are one problem each and the res
     'COMMIT',
     '*Not-A-Table',
     '-A CNI-DN-x -p tcp --dport 3 -j DNAT --to-destination 10.0.0.1',
+    ':CNI-DN-y - [0:0]',
+    'COMMIT',
+    'stray after the commit',
     '',
   ].join('\n');
   const { forwards, problems } = parseIptablesSave(text, 'ipv4');
@@ -259,9 +272,21 @@ test('tables, declarations, comments: odd lines are one problem each and the res
     'line 2: "-A CNI-DN-x -p tcp --dport 1 -j DNAT --to-destination 10.0.0.1" outside a table',
     'line 6: unrecognised chain declaration ":broken declaration with words"',
     'line 7: unrecognised line "garbage here"',
-    'line 11: unrecognised table "*Not-A-Table"',
-    'line 12: "-A CNI-DN-x -p tcp --dport 3 -j DNAT --to-destination 10.0.0.1" outside a table',
+    'line 11: unrecognised table "*Not-A-Table"; skipped to its COMMIT',
+    'line 15: "stray after the commit" outside a table',
   ]);
+});
+
+test('a nat table iptables-save cannot show (rules made with nft) is unreadable, not empty; legacy tables beside it are one problem', () => {
+  // What iptables-nft 1.8.9 prints, exit 0, when `ip nat` also holds a rule made with nft (seen here).
+  const incompatible = "# Table `nat' is incompatible, use 'nft' tool.\n";
+  assert.match(unreadableTable(incompatible) ?? '', /^the nat table also holds rules made with nft that iptables-save cannot show \(Table `nat' is incompatible/);
+  assert.equal(unreadableTable(incompatible, 'filter'), undefined);
+  assert.equal(unreadableTable(nat('-p tcp --dport 1 -j DNAT --to-destination 10.0.0.1')), undefined);
+  const legacy = `# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\n${nat('-p tcp --dport 1 -j DNAT --to-destination 10.0.0.1')}`;
+  const parsed = parseIptablesSave(legacy, 'ipv4');
+  assert.deepEqual(parsed.forwards.map((f) => f.hostPort), [1]);
+  assert.deepEqual(parsed.problems, ['iptables-legacy tables are present as well; rules there are not read (iptables-legacy-save shows them)']);
 });
 
 test('the parser never throws, whatever it is given', () => {

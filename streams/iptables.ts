@@ -279,8 +279,14 @@ function readRules(
         for (const p of parsed.problems) problems.add(`${family === 'ipv4' ? 'iptables-save' : 'ip6tables-save'}: ${p}`);
       }
       // A rule that cannot be read is logged once, not on every re-read; again if it comes back.
-      for (const p of problems) if (!state.problems.has(p)) log.warn(p);
-      state.problems = problems;
+      // Known by what it says, not where: rules added above it move it to another line.
+      const seen = new Set<string>();
+      for (const p of problems) {
+        const key = p.replace(/: line \d+ /, ': ');
+        if (!state.problems.has(key)) log.warn(p);
+        seen.add(key);
+      }
+      state.problems = seen;
       return snapshot(owners);
     }),
   );

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { map, Observable, tap, toArray } from 'rxjs';
+import { concat, finalize, map, NEVER, Observable, of, tap, toArray } from 'rxjs';
 import { createAgent } from '../src/agent.js';
 import { applyDelta, emptyPortSet, remove, snapshot, upsert, type PortDelta, type PortSet, type SourceEvent } from '../src/model.js';
 import type { Sink } from '../src/sinks/sink.js';
@@ -86,6 +86,53 @@ test('agent: each sink gets only the sources routed to it, and one subscription 
   assert.equal(toVtunnel.length, 2);
   assert.equal(toTable.length, 3);
   assert.deepEqual(net(toTable).size, 1);
+}));
+
+test('agent: a source that emits as it is subscribed reaches every sink it feeds, not only the first', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  // as the Kubernetes stream does with the API port (startWith), or a library user's of(...)
+  const kubernetes = concat(of(upsert('kubernetes/apiserver', [fwd(6443, { source: 'kubernetes', owner: 'kubernetes/apiserver' })])), NEVER);
+  const toVtunnel: PortDelta[] = [];
+  const toTable: PortDelta[] = [];
+  const reports = createAgent(
+    {
+      sources: { kubernetes },
+      routes: [
+        { sink: recordingSink(toVtunnel, 'vtunnel'), sources: ['kubernetes'] },
+        { sink: recordingSink(toTable, 'table'), sources: ['kubernetes'] },
+      ],
+      coalesceMs: 0,
+      scheduler,
+    },
+    cold('5ms s'),
+  );
+  expectObservable(reports.pipe(map((r) => `${String(scheduler.now())} ${r.sink}:${r.type}`), toArray())).toBe('-----(a|)', {
+    a: ['0 vtunnel:wrote', '0 table:wrote', '5 vtunnel:withdrawn', '5 table:withdrawn'],
+  });
+  flush();
+  assert.deepEqual([...net(toVtunnel).keys()], ['tcp/0.0.0.0:6443']);
+  assert.deepEqual([...net(toTable).keys()], ['tcp/0.0.0.0:6443']);
+}));
+
+test('agent: at stop the sources are let go at once, while a slow sink is still withdrawing', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  let released = -1;
+  const docker = concat(of(upsert('c1', [d80])), NEVER).pipe(finalize(() => (released = scheduler.now())));
+  // a sink whose withdrawal takes 10 frames after its input completes
+  const slow: Sink = (deltas$) =>
+    new Observable((subscriber) =>
+      deltas$.subscribe({
+        next: (d) => { subscriber.next({ sink: 'slow', type: 'wrote', added: d.added, removed: d.removed }); },
+        complete: () => {
+          scheduler.schedule(() => {
+            subscriber.next({ sink: 'slow', type: 'withdrawn', count: 1 });
+            subscriber.complete();
+          }, 10);
+        },
+      }),
+    );
+  const reports = createAgent({ sources: { docker }, routes: [{ sink: slow, sources: ['docker'] }], coalesceMs: 0, scheduler }, cold('5ms s'));
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('w---- 10ms (x|)', { w: 'wrote', x: 'withdrawn' });
+  flush();
+  assert.equal(released, 5, 'the source is unsubscribed at the stop, not when the withdrawal ends');
 }));
 
 test('agent: a route naming an unknown source is a programming error, said at once', () => {

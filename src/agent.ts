@@ -1,4 +1,4 @@
-import { EMPTY, merge, share, takeUntil, type Observable, type SchedulerLike } from 'rxjs';
+import { connectable, EMPTY, merge, Observable, Subject, takeUntil, type Connectable, type SchedulerLike } from 'rxjs';
 import { coalesceDeltas } from '../operators/coalesceDeltas.js';
 import { mergeDeltas } from '../operators/mergeDeltas.js';
 import { toPortDeltas } from '../operators/toPortDeltas.js';
@@ -38,23 +38,32 @@ export const defaultMaxCoalesceMs = 1000;
  * changes rather than of everything the source publishes.
  */
 export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observable<SinkReport> {
-  const deltas = new Map<string, Observable<PortDelta>>();
-  const deltasOf = (name: string): Observable<PortDelta> => {
-    let d = deltas.get(name);
-    if (!d) {
-      const events = plan.sources[name];
-      if (!events) throw new Error(`a route names the source "${name}", which the plan does not have`);
-      // One subscription per source however many sinks it feeds.
-      d = events.pipe(toPortDeltas(), share());
-      deltas.set(name, d);
+  for (const route of plan.routes) {
+    for (const name of route.sources) {
+      if (!Object.hasOwn(plan.sources, name)) throw new Error(`a route names the source "${name}", which the plan does not have`);
     }
-    return d;
-  };
+  }
   const windowMs = plan.coalesceMs ?? defaultCoalesceMs;
   const maxWindowMs = Math.max(windowMs, plan.maxCoalesceMs ?? defaultMaxCoalesceMs);
-  const runs = plan.routes
-    .filter((route) => route.sources.length > 0)
-    .map((route) =>
+  const routes = plan.routes.filter((route) => route.sources.length > 0);
+  if (routes.length === 0) return EMPTY;
+  return new Observable<SinkReport>((subscriber) => {
+    // One subscription per source however many sinks it feeds, made once every sink listens: a
+    // source that emits as it is subscribed (the Kubernetes API port, a library user's `of(...)`)
+    // reaches all of them. The sources stop at `stop$`, before the sinks' withdrawal.
+    const shared = new Map<string, Connectable<PortDelta>>();
+    const deltasOf = (name: string): Observable<PortDelta> => {
+      let deltas = shared.get(name);
+      if (!deltas) {
+        const events = plan.sources[name] ?? EMPTY;
+        // toPortDeltas after takeUntil only maps what came before the stop; it subscribes to nothing.
+        // eslint-disable-next-line rxjs-x/no-unsafe-takeuntil
+        deltas = connectable(events.pipe(takeUntil(stop$), toPortDeltas()), { connector: () => new Subject<PortDelta>(), resetOnDisconnect: false });
+        shared.set(name, deltas);
+      }
+      return deltas;
+    };
+    const runs = routes.map((route) =>
       mergeDeltas(...route.sources.map(deltasOf)).pipe(
         // Deliberately before the sink: it must see its input complete to withdraw its forwards.
         // eslint-disable-next-line rxjs-x/no-unsafe-takeuntil
@@ -63,5 +72,8 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
         route.sink,
       ),
     );
-  return runs.length > 0 ? merge(...runs) : EMPTY;
+    const subscription = merge(...runs).subscribe(subscriber);
+    for (const deltas of shared.values()) subscription.add(deltas.connect());
+    return subscription;
+  });
 }

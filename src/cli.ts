@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { Subject, type Observable } from 'rxjs';
+import { ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
 import { agentUsage, parseConfig, type AgentConfig } from './config.js';
 import { moduleLogger, rootLogger } from './log.js';
@@ -55,7 +55,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
 
 function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
   const log = moduleLogger('agent');
-  const stop = new Subject<void>();
+  // Replays: a stop asked for before the agent subscribes (a signal during start-up) still counts.
+  const stop = new ReplaySubject<void>(1);
   return new Promise((resolve) => {
     let stopping = false;
     const signals = io.stop$.subscribe(() => {

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-import { fromEvent, merge } from 'rxjs';
+import { ReplaySubject } from 'rxjs';
 import { runCli } from './cli.js';
 
 // The process entry: signals become the agent's stop$, the resolved code becomes the exit code.
-const stop$ = merge(fromEvent(process, 'SIGTERM'), fromEvent(process, 'SIGINT'));
+// The handlers go in first thing: a signal during start-up (loading a backend takes a few hundred
+// ms) is kept and acted on once the agent runs, rather than ending the process with 143.
+const stop$ = new ReplaySubject<NodeJS.Signals>(1);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => { stop$.next(signal); });
 const code = await runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, stop$ });
 process.exit(code);

@@ -1,0 +1,33 @@
+/**
+ * `runCli`, the agent's command line, in this process: how it starts and stops. A backend that
+ * needs no engine here (Kubernetes, waiting for a kubeconfig that does not exist) keeps it from
+ * touching anything real.
+ */
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { test } from 'node:test';
+import { NEVER, of, type Observable } from 'rxjs';
+import { runCli } from '../src/cli.js';
+
+function io(stop$: Observable<unknown>) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let err = '';
+  stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  stdout.resume();
+  return { io: { stdout, stderr, env: { PATH: '' }, stop$ }, stderr: () => err };
+}
+
+const waitingForKubeconfig = ['-kubernetes', '-kubeconfig', '/nonexistent/portstream-test/k3s.yaml', '-iptables=false'];
+
+test('a stop asked for before the agent runs (a signal during start-up) ends it with 0 all the same', { timeout: 10_000 }, async () => {
+  // what main.ts hands over when a signal came while the backends were still loading
+  const { io: streams } = io(of('SIGTERM'));
+  assert.equal(await runCli(waitingForKubeconfig, streams), 0);
+});
+
+test('bad flags: exit 2 before anything starts', { timeout: 10_000 }, async () => {
+  const { io: streams, stderr } = io(NEVER);
+  assert.equal(await runCli(['-k8sServiceListenerAddr', '10.0.0.1'], streams), 2);
+  assert.match(stderr(), /^portstream: invalid value "10\.0\.0\.1" for flag -k8sServiceListenerAddr/);
+});

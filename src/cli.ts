@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { ReplaySubject, type Observable } from 'rxjs';
+import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
 import { agentUsage, parseConfig, type AgentConfig } from './config.js';
 import { moduleLogger, rootLogger } from './log.js';
@@ -50,7 +50,18 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
+  if (routes.length === 0) return idle(io);
   return run({ sources, routes }, wiring, io);
+}
+
+/**
+ * Nothing to forward with these flags: stay up until stopped, as a service manager expects of
+ * an agent (exiting at once would have it restarted in a loop).
+ */
+async function idle(io: Io): Promise<number> {
+  moduleLogger('agent').info('nothing to forward with these flags; idle until stopped');
+  await firstValueFrom(io.stop$, { defaultValue: undefined });
+  return 0;
 }
 
 function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {

@@ -47,6 +47,10 @@ export function wire(config: AgentConfig, detected: Detected): Wiring {
   if (config.autoDetect || detected.tty) routes.push({ sink: 'table', sources });
 
   if (config.autoDetect) notices.push(`auto-detected backends: ${sources.join(', ')}`);
+  const unrouted = sources.filter((s) => !routes.some((r) => r.sources.includes(s)));
+  if (unrouted.length > 0) {
+    notices.push(`${unrouted.join(', ')}: nothing to forward in listener mode (engine ports are already listened on in the VM by the engine's own proxy); not watched`);
+  }
   return { sources, routes: routes.filter((r) => r.sources.length > 0), notices };
 }
 

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { NEVER, of, type Observable } from 'rxjs';
+import { NEVER, of, timer, type Observable } from 'rxjs';
 import { runCli } from '../src/cli.js';
 
 function io(stop$: Observable<unknown>) {
@@ -24,6 +24,13 @@ test('a stop asked for before the agent runs (a signal during start-up) ends it 
   // what main.ts hands over when a signal came while the backends were still loading
   const { io: streams } = io(of('SIGTERM'));
   assert.equal(await runCli(waitingForKubeconfig, streams), 0);
+});
+
+test('flags that leave nothing to forward (Docker alone in listener mode): idle until stopped, then 0, not an exit at once', { timeout: 10_000 }, async () => {
+  const { io: streams } = io(timer(300));
+  const started = Date.now();
+  assert.equal(await runCli(['-docker', '-iptables=false'], streams), 0);
+  assert.ok(Date.now() - started >= 290, `returned after ${String(Date.now() - started)} ms, before the stop`);
 });
 
 test('bad flags: exit 2 before anything starts', { timeout: 10_000 }, async () => {

@@ -32,6 +32,12 @@ test('-hostSwitchURL sends every source to the expose API, and wins over -privil
 test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {
   assert.deepEqual(wire(config('-docker', '-kubernetes'), nothing).routes, [{ sink: 'listeners', sources: ['iptables', 'kubernetes'] }]);
   assert.deepEqual(wire(config('-docker', '-iptables=false'), { ...nothing, tty: true }).routes, [{ sink: 'table', sources: ['docker'] }]);
+  // without a terminal, Docker alone has nowhere to go: said, and no route
+  const alone = wire(config('-docker', '-iptables=false'), nothing);
+  assert.deepEqual(alone.routes, []);
+  assert.deepEqual(alone.notices, [
+    "docker: nothing to forward in listener mode (engine ports are already listened on in the VM by the engine's own proxy); not watched",
+  ]);
 });
 
 test('no arguments: auto-detects what exists, publishes through listeners and shows the table', () => {

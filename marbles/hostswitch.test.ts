@@ -203,18 +203,20 @@ test(
 );
 
 test(
-  'IPv6 forwards are skipped with one log line and never sent',
+  'IPv6 forwards are skipped with one log line, however many come and go, and never sent',
   marbles((h, scheduler) => {
     const v6 = fwd(8080, { hostIp: '::' });
+    const v6b = fwd(8081, { hostIp: '::' });
     const s = scripted(h, scheduler, { all: [list()], 'expose tcp/127.0.0.1:8080': [ok()] });
     const { opts, lines } = options(scheduler, s.request);
-    const deltas = h.cold('a-a-r', { a: add(v6, p8080), r: del(v6) });
+    // as Docker publishes each -p on 0.0.0.0 and ::, container after container
+    const deltas = h.cold('a-a-r-b', { a: add(v6, p8080), r: del(v6), b: add(v6b, v6) });
     h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('--w', { w: wrote([p8080]) });
     h.flush();
     assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080']);
     assert.deepEqual(
-      lines().filter((l) => l.msg.includes('IPv4 only')),
-      [{ level: 30, msg: 'skipping tcp/[::]:8080: the host-switch API is IPv4 only' }],
+      lines().filter((l) => l.level >= 30 && l.msg.includes('IPv4 only')),
+      [{ level: 30, msg: 'skipping tcp/[::]:8080: the host-switch API is IPv4 only (further IPv6 ports are skipped quietly)' }],
     );
   }),
 );
@@ -239,20 +241,41 @@ test(
 );
 
 test(
-  '"proxy already running" on expose: adopted, and removed like any other',
+  '"proxy already running" on expose: adopted once the host\'s forwards show it forwards where ours would, and removed like any other',
   marbles((h, scheduler) => {
     const s = scripted(h, scheduler, {
-      all: [list()],
+      all: [list(), list(entry(8080))],
       'expose tcp/127.0.0.1:8080': [running('127.0.0.1:8080')],
       'unexpose tcp/127.0.0.1:8080': [ok()],
     });
     const { opts, lines } = options(scheduler, s.request);
     const deltas = h.cold('a---|', { a: add(p8080) });
-    h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('--w--(y|)', { w: wrote([p8080]), y: withdrawn(1) });
+    // refused as running at 2, not in the list read at 0: read again at 2, adopted at 3
+    h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('---w-(y|)', { w: wrote([p8080]), y: withdrawn(1) });
     h.flush();
-    assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '4 unexpose tcp/127.0.0.1:8080']);
+    assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '2 all', '4 unexpose tcp/127.0.0.1:8080']);
     assert.ok(lines().some((l) => l.level === 30 && l.msg === '127.0.0.1:8080 (tcp) was already exposed (by an earlier run): adopted; it is removed like any other'));
     assert.ok(!lines().some((l) => l.level >= 40), 'not an error');
+  }),
+);
+
+test(
+  '"proxy already running" for a forward that appeared since the last read and goes elsewhere: not adopted, never removed',
+  marbles((h, scheduler) => {
+    const theirs = { local: '127.0.0.1:8080', remote: '10.0.0.9:8080', protocol: 'tcp' };
+    const s = scripted(h, scheduler, {
+      all: [list(), list(theirs)],
+      'expose tcp/127.0.0.1:8080': [running('127.0.0.1:8080')],
+    });
+    const { opts } = options(scheduler, s.request);
+    const seen = record(h.cold('a---|', { a: add(p8080) }).pipe(hostSwitchSink(opts)), scheduler);
+    h.flush();
+    assert.deepEqual(seen, [
+      '3 failed (retry in 10): cannot expose 127.0.0.1:8080 (tcp): the host switch forwards it to 10.0.0.9:8080 (not ours, left alone)',
+      '4 withdrawn 0',
+      '4 complete',
+    ]);
+    assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '2 all']);
   }),
 );
 

@@ -159,6 +159,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
       const busyLanes = new Set<string>();
       const keyRetry = new Map<string, { attempt: number; timer: Subscription | undefined }>();
       const skipped = new Set<PortKey>();
+      let ipv6Said = false;
       let needSync = true;
       let syncing: Subscription | undefined;
       let globalRetry: Subscription | undefined;
@@ -193,7 +194,9 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
         if (entry === undefined) {
           if (!skipped.has(key)) {
             skipped.add(key);
-            log.info({ port: key }, `skipping ${key}: the host-switch API is IPv4 only`);
+            // Docker publishes every -p on :: too: said once, not at every container start.
+            log[ipv6Said ? 'debug' : 'info']({ port: key }, `skipping ${key}: the host-switch API is IPv4 only${ipv6Said ? '' : ' (further IPv6 ports are skipped quietly)'}`);
+            ipv6Said = true;
           }
           return;
         }
@@ -303,6 +306,16 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
               const other = listed.get(k);
               if (reply.kind === 'adopted' && other && other.remote !== entry.remote) {
                 blocked(k, entry, other);
+                return;
+              }
+              if (reply.kind === 'adopted' && other === undefined) {
+                // Exposed since the last read of the host's forwards, so maybe not by an earlier
+                // run of ours: read them again and adopt it only if it forwards where we would.
+                log.debug({ local: entry.local, protocol: entry.protocol }, `${what} is already exposed, but was not when last read; reading the host's forwards again`);
+                const forwards = union(forwardsAtStart, claims.get(k)?.forwards.values() ?? []);
+                onHost.set(k, { entry, state: 'unknown', adopted: true, forwards, reported: false });
+                keyRetry.delete(k);
+                needSync = true;
                 return;
               }
               if (reply.kind === 'adopted') {
@@ -424,7 +437,8 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
           }
           pub.state = 'present';
           if (!pub.reported) {
-            // An expose that got no answer did arrive.
+            // An expose that got no answer did arrive, or one found running forwards where ours would.
+            if (pub.adopted) log.info({ local: there.local, protocol: there.protocol }, `${there.local} (${there.protocol}) was already exposed (by an earlier run): adopted; it is removed like any other`);
             pub.forwards = union(pub.forwards, claims.get(k)?.forwards.values() ?? []);
             pub.reported = true;
             report({ sink: 'hostswitch', type: 'wrote', added: pub.forwards, removed: [] });

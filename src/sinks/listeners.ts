@@ -44,8 +44,8 @@ const sinkName = 'listeners';
  * placeholder takes the port when it frees up. Other bind errors (an address the VM does not have,
  * a privileged port) are reported as `failed` and retried the same way. When the input completes
  * every placeholder is closed and the sink reports `withdrawn`. A `wrote` report means the delta is
- * applied: removed placeholders are closed, added ones are bound (TCP binds before the report,
- * UDP a tick later) or waiting for their port.
+ * applied: removed placeholders are closed, added ones are opening (the bind completes within a
+ * tick or two, after the report) or waiting for their port.
  *
  *   deltas:   --a(+80)------b(−80)----|
  *   sockets:    [bind 80....close]

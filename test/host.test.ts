@@ -426,6 +426,36 @@ test('bad input: each bad message is logged once and dropped, a silent client is
   assert.equal(await firstLine(port), 'vm');
 });
 
+test('a client that holds every connection slot: the rest are turned away with one log line, not one each, and the receiver goes on', { timeout: 30_000 }, async (t) => {
+  const { receiver, lines } = await startReceiver(t, { maxClients: 2 });
+  const held: net.Socket[] = [];
+  t.after(() => {
+    for (const socket of held) socket.destroy();
+  });
+  const connectTo = (): Promise<net.Socket> =>
+    new Promise((resolve) => {
+      const socket = net.connect(receiver.port, '127.0.0.1', () => {
+        resolve(socket);
+      });
+      socket.on('error', () => undefined);
+      held.push(socket);
+    });
+  await connectTo();
+  await connectTo();
+  const turnedAway = await Promise.all(Array.from({ length: 5 }, connectTo));
+  await Promise.all(turnedAway.map((socket) => new Promise((resolve) => socket.once('close', resolve))));
+  const drops = lines().filter((l) => l.msg.startsWith('too many connections at once'));
+  assert.equal(drops.length, 1, JSON.stringify(drops));
+  assert.match(drops[0]!.msg, /^too many connections at once \(2\); turned away 1 since the last such line, the latest from 127\.0\.0\.1$/);
+  // once the slots free (the receiver sees the closes), messages get through again
+  for (const socket of held) socket.destroy();
+  const port = await freePort();
+  await waitFor('a message to get through', async () => {
+    await sendLine(receiver, addLine(forward(port))).catch(() => undefined);
+    return receiver.bindings().has(`tcp/127.0.0.1:${String(port)}`);
+  });
+});
+
 test('a taken host port is retried with back-off until it frees; a remove stops the retrying', { timeout: 30_000 }, async (t) => {
   const port = await freePort();
   await tcpServer(t, VM, port, echoWithBanner('vm'));

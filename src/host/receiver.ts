@@ -38,6 +38,9 @@ export interface HostReceiverOptions {
 
 export const receiverDefaults = { listen: '127.0.0.1:3040', messageTimeoutMs: 10_000, maxClients: 64 } as const;
 
+/** At most one line per this long about connections turned away. */
+const dropWarningMs = 10_000;
+
 /** What the message server tells. `from` is the client's `ip:port`. */
 export type ServerEvent =
   | { readonly type: 'listening'; readonly host: string; readonly port: number }
@@ -143,8 +146,20 @@ export function portMappingServer(opts: HostReceiverOptions): Observable<ServerE
       });
     });
 
+    // Turned away for holding too many connections: said at most once per interval, with a count,
+    // so that a local process that keeps every slot busy cannot flood the log.
+    let dropped = 0;
+    let warnedAt = Number.NEGATIVE_INFINITY;
     server.on('drop', (data) => {
-      log.warn({ from: data?.remoteAddress }, `too many connections at once (${String(server.maxConnections)}); closed one from ${String(data?.remoteAddress)}`);
+      dropped += 1;
+      const now = Date.now();
+      if (now - warnedAt < dropWarningMs) return;
+      warnedAt = now;
+      log.warn(
+        { from: data?.remoteAddress, dropped },
+        `too many connections at once (${String(server.maxConnections)}); turned away ${String(dropped)} since the last such line, the latest from ${String(data?.remoteAddress)}`,
+      );
+      dropped = 0;
     });
     server.on('error', (err) => {
       if (!listening) subscriber.error(new Error(`cannot listen on ${hostPort(address.host, address.port)}: ${err.message}`, { cause: err }));

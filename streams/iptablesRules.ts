@@ -52,9 +52,9 @@ export interface Parsed {
  * with `nft` that it cannot show (and exits 0): read as empty, that would withdraw every port.
  */
 export function unreadableTable(text: string, table = 'nat'): string | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^#\s*Table `(\S+)' is incompatible/.exec(line.trim());
-    if (match?.[1] === table) return `the ${table} table also holds rules made with nft that iptables-save cannot show (${line.trim().slice(2)})`;
+  // One scan of the text, no split: this runs on every read, before the parse splits it anyway.
+  for (const match of text.matchAll(/^\s*# ?(Table `(\S+)' is incompatible[^\n]*?)\s*$/gm)) {
+    if (match[2] === table) return `the ${table} table also holds rules made with nft that iptables-save cannot show (${match[1] ?? ''})`;
   }
   return undefined;
 }

@@ -318,9 +318,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
                 needSync = true;
                 return;
               }
-              if (reply.kind === 'adopted') {
-                log.info({ local: entry.local, protocol: entry.protocol }, `${what} was already exposed (by an earlier run): adopted; it is removed like any other`);
-              }
+              if (reply.kind === 'adopted') saidAdopted(entry);
               const forwards = union(forwardsAtStart, claims.get(k)?.forwards.values() ?? []);
               onHost.set(k, { entry, state: 'present', adopted: reply.kind === 'adopted', forwards, reported: true });
               keyRetry.delete(k);
@@ -346,6 +344,10 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
             globalFailure(`${op} ${what} answered ${reply.message}`);
             return;
         }
+      };
+
+      const saidAdopted = (entry: ForwarderEntry): void => {
+        log.info({ local: entry.local, protocol: entry.protocol }, `${entry.local} (${entry.protocol}) was already exposed (by an earlier run): adopted; it is removed like any other`);
       };
 
       const noAnswer = (k: string, op: 'expose' | 'unexpose', entry: ForwarderEntry, error: string, forwardsAtStart: Forward[]): void => {
@@ -438,7 +440,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
           pub.state = 'present';
           if (!pub.reported) {
             // An expose that got no answer did arrive, or one found running forwards where ours would.
-            if (pub.adopted) log.info({ local: there.local, protocol: there.protocol }, `${there.local} (${there.protocol}) was already exposed (by an earlier run): adopted; it is removed like any other`);
+            if (pub.adopted) saidAdopted(there);
             pub.forwards = union(pub.forwards, claims.get(k)?.forwards.values() ?? []);
             pub.reported = true;
             report({ sink: 'hostswitch', type: 'wrote', added: pub.forwards, removed: [] });

@@ -2,7 +2,7 @@ import { networkInterfaces } from 'node:os';
 import { asyncScheduler, defer, Observable, retry, Subscription, tap, timer, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
-import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
+import { jitteredDelay, type Backoff } from '../backoff.js';
 import { bindingKey, hostPort, loopsBack, targetFor, type HostBinding, type PortMapping } from './portMapping.js';
 
 /** What a running proxy tells: it is listening (again, after a retry). */
@@ -38,7 +38,7 @@ export interface ManageBindingsOptions {
   readonly open: OpenProxy;
   /** This host's own addresses, asked once per message; defaults to every interface's. */
   readonly localAddresses?: () => ReadonlySet<string>;
-  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
+  readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
@@ -75,8 +75,7 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('host');
   const localAddresses = opts.localAddresses ?? interfaceAddresses;
-  const jitter = opts.backoff?.jitter ?? defaultBackoff.jitter;
-  const delayOf = (attempt: number): number => Math.round(backoffDelay(attempt, opts.backoff) * (1 + jitter * (2 * random() - 1)));
+  const delayOf = (attempt: number): number => jitteredDelay(attempt, opts.backoff, random);
 
   return (mappings$) =>
     new Observable<BindingEvent>((subscriber) => {

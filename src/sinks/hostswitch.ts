@@ -17,7 +17,7 @@ import {
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
-import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
+import { jitteredDelay, type Backoff } from '../backoff.js';
 import {
   classifyReply,
   entryFor,
@@ -71,7 +71,7 @@ export interface HostSwitchSinkOptions {
    * a host switch that restarted empty while nothing changed here gets its forwards back.
    */
   readonly resyncMs?: number;
-  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
+  readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
@@ -133,8 +133,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('hostswitch');
-  const jitter = opts.backoff?.jitter ?? defaultBackoff.jitter;
-  const delayOf = (attempt: number): number => Math.round(backoffDelay(attempt, opts.backoff) * (1 + jitter * (2 * random() - 1)));
+  const delayOf = (attempt: number): number => jitteredDelay(attempt, opts.backoff, random);
   const where = opts.url ?? 'the host switch';
   if (opts.request === undefined) {
     // Thrown at start-up, so a bad URL is reported once rather than as endless failed requests.

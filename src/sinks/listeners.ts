@@ -1,3 +1,4 @@
+import { jitteredDelay } from '../backoff.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIPv6, type Server, type Socket } from 'node:net';
 import { asyncScheduler, defer, Observable, retry, tap, timer, type SchedulerLike, type Subscription } from 'rxjs';
@@ -74,7 +75,7 @@ export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
             }),
             retry({
               delay: (error: unknown) => {
-                const delayMs = Math.round(retryMs * (1 + jitter * (2 * random() - 1)));
+                const delayMs = jitteredDelay(1, { initialMs: retryMs, maxMs: retryMs, jitter }, random);
                 const what = describeBindError(error);
                 const first = failing !== what;
                 failing = what;

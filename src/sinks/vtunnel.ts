@@ -14,7 +14,7 @@ import {
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import { portKey, type Forward, type PortKey, type PortSet } from '../model.js';
-import { backoffDelay, defaultBackoff, type BackoffOptions } from '../../operators/reconnectWithBackoff.js';
+import { jitteredDelay, type Backoff } from '../backoff.js';
 import type { Sink, SinkReport } from './sink.js';
 import { maxPortMappingBytes, splitPortMapping, type ConnectAddr } from './vtunnelWire.js';
 import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
@@ -43,7 +43,7 @@ export interface VtunnelSinkOptions {
    * other way; adds are idempotent on the host, so the re-send is harmless.
    */
   readonly resyncMs?: number;
-  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
+  readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
@@ -70,8 +70,7 @@ export function planRound(desired: PortSet, onHost: PortSet, inSync: boolean): R
 
 /** Exponential back-off with jitter: `backoffDelay` scaled by a factor in [1 - jitter, 1 + jitter]. */
 export function retryDelay(attempt: number, backoff: VtunnelSinkOptions['backoff'] = {}, random = Math.random): number {
-  const jitter = backoff.jitter ?? defaultBackoff.jitter;
-  return Math.round(backoffDelay(attempt, backoff) * (1 + jitter * (2 * random() - 1)));
+  return jitteredDelay(attempt, backoff, random);
 }
 
 /**

@@ -15,10 +15,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
-import { busyboxImage, containerPid, docker, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, TestContainers, waitFor } from './engines.js';
+import { busyboxImage, containerPid, requireOrSkip, docker, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, TestContainers, waitFor } from './engines.js';
+import { containerdNeeds, ctrImage, OwnContainerd } from './containerdEngine.js';
 import { startFake } from './fakeForwarder.js';
-import { makeNsPair, ruleLines, runBytes, socketsOn, start, stop, tail, udpClient, udpEcho, type NsPair, type Proc } from './loopbackHarness.js';
+import { cniNetwork, cniPath, makeNsPair, ruleLines, runBytes, socketsOn, start, stop, tail, udpClient, udpEcho, type NsPair, type Proc } from './loopbackHarness.js';
 
 const bigSize = 1024 * 1024;
 const node = process.execPath;
@@ -189,4 +191,54 @@ engineTest('loopback, bad input: a -tap-interface-ip the VM does not have gives 
   assert.equal(said().length, 1, `said once\n${tail(agent)}`);
   assert.deepEqual((await socketsOn(missing)).concat(await socketsOn(w.pair.vmAddr)), [], 'nothing listens for it');
   assert.equal(await stop(agent), 0, `still running, and exits 0\n${tail(agent)}`);
+});
+
+const cniGate = requireOrSkip('the CNI plugins in /usr/lib/cni', existsSync(`${cniPath}/portmap`) && existsSync(`${cniPath}/bridge`), 'apt-get install -y containernetworking-plugins');
+
+engineTest('loopback, containerd: a nerdctl-labelled task on 127.0.0.1 behind real CNI portmap rules reaches `portstream host`', { needs: [...containerdNeeds, 'ip', 'iptables'], timeout: 240_000 }, async (t) => {
+  if (cniGate.status !== 'ok') {
+    if (cniGate.status === 'fail') throw new Error(cniGate.reason);
+    t.skip(cniGate.reason);
+    return;
+  }
+  const w = await world(t, 'c');
+  const containerd = new OwnContainerd('portstream-test-loopback');
+  w.cleanups.push(() => containerd.stop());
+  await containerd.start();
+  await containerd.sweep();
+  const ns = 'portstream-test-loopback';
+  await containerd.importBusybox(ns);
+
+  const host = start('portstream host', 'ip', ['netns', 'exec', w.pair.ns, node, '--import', 'tsx', 'src/main.ts', 'host', '-listen', `${w.pair.hostAddr}:3040`, '-debug']);
+  w.procs.push(host);
+  w.cleanups.push(() => stop(host));
+  await waitFor(() => host.output().includes(`receiving PortMappings on ${w.pair.hostAddr}:3040`), 30_000, () => `the host side to listen\n${w.explain()}`);
+  const agent = startAgent(w, ['-containerd', '-containerdSock', containerd.socket, '-privilegedService', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm]);
+  await waitFor(() => agent.output().includes('portstream agent running'), 30_000, () => `the agent to start\n${w.explain()}`);
+
+  // The task and its network, as nerdctl makes them: the label, then CNI bridge + portmap in the task's netns.
+  const port = 44_000 + Math.floor(Math.random() * 900);
+  const id = `lb${String(process.pid)}`;
+  const cni = await cniNetwork(`pstlb${String(process.pid % 10_000)}`, `pstlb${String(process.pid % 10_000)}`, `10.214.${String(200 + (process.pid % 50))}.0/24`, id);
+  // Cleanups run last-pushed first: the network's DEL before the task goes, while its namespace exists.
+  w.cleanups.push(() => containerd.removeTask(ns, id).then(() => containerd.ctr(ns, 'containers', 'delete', id)).catch(() => undefined));
+  w.cleanups.push(() => cni.remove());
+  const label = `nerdctl/ports=${JSON.stringify([{ HostPort: port, ContainerPort: 80, Protocol: 'tcp', HostIP: '127.0.0.1' }])}`;
+  await containerd.ctr(ns, 'run', '-d', '--label', label, ctrImage, id, 'sh', '-c',
+    'busybox mkdir -p /www && busybox dd if=/dev/urandom of=/www/big bs=1024 count=1024 2>/dev/null && exec httpd -f -p 80 -h /www');
+  const pid = (await containerd.tasksOf(ns)).get(id)?.pid ?? 0;
+  assert.ok(pid > 0, 'the task runs');
+  await cni.add(`/proc/${String(pid)}/ns/net`, [{ hostPort: port, containerPort: 80, protocol: 'tcp', hostIP: '127.0.0.1' }]);
+  assert.ok((await ruleLines(new RegExp(`-d 127\\.0\\.0\\.1/32 .*--dport ${String(port)} .*-j DNAT`))).length > 0, 'portmap wrote its 127.0.0.1 rule');
+
+  await waitFor(async () => (await socketsOn(w.pair.vmAddr, port)).length === 1, 15_000, () => `the forwarder on ${w.pair.vmAddr}:${String(port)}\n${w.explain()}`);
+  await waitFor(async () => (await socketsOn('127.0.0.1', port, w.pair.ns)).length === 1, 15_000, () => `the host end to listen\n${w.explain()}`);
+  await waitFor(async () => (await runBytes('ip', ['netns', 'exec', w.pair.ns, 'busybox', 'wget', '-q', '-O', '-', `http://127.0.0.1:${String(port)}/big`])).length === bigSize, 15_000, 'the 1 MiB body through CNI');
+
+  // As a runtime stops a container: CNI DEL while its network namespace still exists, then the task goes.
+  await cni.remove();
+  await containerd.removeTask(ns, id);
+  assert.deepEqual(await ruleLines(/pstlb|CNI-HOSTPORT|CNI-DN-/), [], 'CNI left no rule behind');
+  await waitFor(async () => (await socketsOn(w.pair.vmAddr)).length === 0, 15_000, () => `the forwarder to close with the task\n${w.explain()}`);
+  assert.equal(await stop(agent), 0, `the agent exits 0\n${tail(agent)}`);
 });

@@ -145,3 +145,80 @@ const s = dgram.createSocket('udp4');
 s.on('message', (m, r) => s.send('echo:' + m.toString(), r.port, r.address));
 s.bind(53, '0.0.0.0', () => console.log('ready'));
 `;
+
+// ---------------------------------------------------------------------------------------------
+// Real CNI (Debian's containernetworking-plugins), called as a runtime does
+
+export const cniPath = '/usr/lib/cni';
+
+/** The CNI-HOSTPORT-* chains that portmap makes and its DEL leaves behind. */
+const portmapChains = ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ'];
+
+export interface CniNetwork {
+  /** `bridge` then `portmap` ADD for the network namespace `netns`, publishing `mappings`. */
+  add(netns: string, mappings: readonly { hostPort: number; containerPort: number; protocol: 'tcp' | 'udp'; hostIP: string }[]): Promise<void>;
+  /** `portmap` then `bridge` DEL, then what DEL leaves (the bridge, the IPAM store, portmap's chains if this made them). */
+  remove(): Promise<void>;
+}
+
+function plugin(type: string, command: 'ADD' | 'DEL', id: string, netns: string, config: object): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: cniPath };
+    const child = spawn(`${cniPath}/${type}`, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`CNI ${type} ${command} failed (exit ${String(code)}): ${out.trim()}`));
+    });
+    child.stdin.end(JSON.stringify(config));
+  });
+}
+
+/** A CNI network `name` on bridge `bridge` with `subnet`, for one container `id`, as nerdctl sets one up. */
+export async function cniNetwork(name: string, bridge: string, subnet: string, id: string): Promise<CniNetwork> {
+  const before = (await run('iptables-save', ['-t', 'nat'])).stdout;
+  const madeHere = portmapChains.filter((c) => !before.includes(`:${c} `));
+  const dataDir = `/run/${name}-ipam`;
+  const base = { cniVersion: '0.4.0', name };
+  const bridgeConfig = { ...base, type: 'bridge', bridge, isGateway: true, ipMasq: true, hairpinMode: true, ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir } };
+  let netnsPath = '';
+  let prevResult: unknown;
+  let mappings: unknown[] = [];
+  const portmapConfig = (): object => ({ ...base, type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: mappings }, prevResult });
+  return {
+    add: async (netns, wanted) => {
+      netnsPath = netns;
+      mappings = [...wanted];
+      prevResult = JSON.parse(await plugin('bridge', 'ADD', id, netns, bridgeConfig));
+      await plugin('portmap', 'ADD', id, netns, portmapConfig());
+    },
+    remove: async () => {
+      const netns = netnsPath;
+      netnsPath = '';
+      if (netns !== '') {
+        await plugin('portmap', 'DEL', id, netns, portmapConfig()).catch(() => undefined);
+        await plugin('bridge', 'DEL', id, netns, bridgeConfig).catch(() => undefined);
+      }
+      await run('ip', ['link', 'del', bridge]).catch(() => undefined);
+      await run('rm', ['-rf', dataDir]);
+      await removeChainsIfUnused(madeHere);
+    },
+  };
+}
+
+/**
+ * Removes `chains` (portmap's, which did not exist before this network was made, so everything in
+ * them is portmap's static rules for it), every rule jumping to them, unless a container's
+ * `CNI-DN-*` chain is still entered from them.
+ */
+async function removeChainsIfUnused(chains: readonly string[]): Promise<void> {
+  const text = (await run('iptables-save', ['-t', 'nat'])).stdout.split('\n');
+  const present = chains.filter((c) => text.some((l) => l.startsWith(`:${c} `)));
+  if (present.length === 0 || text.some((l) => present.some((c) => l.startsWith(`-A ${c} `)) && / -j CNI-DN-/.test(l))) return;
+  const jumps = text.filter((l) => l.startsWith('-A ') && !present.some((c) => l.startsWith(`-A ${c} `)) && present.some((c) => l.endsWith(`-j ${c}`)));
+  const restore = ['*nat', ...jumps.map((l) => `-D${l.slice(2)}`), ...present.map((c) => `-F ${c}`), ...present.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+  await run('iptables-restore', ['--noflush'], { input: restore });
+}

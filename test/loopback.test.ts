@@ -242,3 +242,19 @@ engineTest('loopback, containerd: a nerdctl-labelled task on 127.0.0.1 behind re
   await waitFor(async () => (await socketsOn(w.pair.vmAddr)).length === 0, 15_000, () => `the forwarder to close with the task\n${w.explain()}`);
   assert.equal(await stop(agent), 0, `the agent exits 0\n${tail(agent)}`);
 });
+
+engineTest('loopback, listener mode: nothing extra is made for a 127.0.0.1 port (WSL forwards 127.0.0.1 itself)', { needs: [...dockerNeeds, 'ip'], timeout: 120_000 }, async (t) => {
+  const w = await world(t, 'l');
+  const agent = startAgent(w, ['-iptables', '-connectInterface', w.pair.vethVm]);
+  await waitFor(() => agent.output().includes('portstream agent running'), 30_000, () => `the agent to start\n${w.explain()}`);
+  const containers = new TestContainers();
+  w.cleanups.push(() => containers.removeAll());
+  const c = await loopbackContainer(w, containers);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const pid = String(agent.child.pid);
+  const agentSockets = [...(await socketsOn('0.0.0.0')), ...(await socketsOn(w.pair.vmAddr))].filter((l) => l.includes(`pid=${pid},`));
+  assert.deepEqual(agentSockets, [], 'the agent holds no socket for it');
+  assert.deepEqual(await socketsOn(w.pair.vmAddr, c.tcp), [], 'nothing on the connect address');
+  assert.doesNotMatch(agent.output(), /"module":"loopback"/, 'no loopback sink runs');
+  assert.equal(await stop(agent), 0);
+});

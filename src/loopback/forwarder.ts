@@ -74,8 +74,17 @@ export function tcpForwarder(spec: ForwarderSpec, opts: ForwarderOptions = {}): 
       });
       sockets.add(client);
       sockets.add(upstream);
-      client.once('close', () => sockets.delete(client));
-      upstream.once('close', () => sockets.delete(upstream));
+      // A side that closes before its partner was ended leaves nothing to carry the other way (a
+      // write into a closed client would otherwise leave the upstream paused for good); a partner
+      // already ended is left to flush what it holds and close by itself.
+      client.once('close', () => {
+        sockets.delete(client);
+        if (!upstream.writableEnded) upstream.destroy();
+      });
+      upstream.once('close', () => {
+        sockets.delete(upstream);
+        if (!client.writableEnded) client.destroy();
+      });
       upstream.on('error', (err) => {
         log.debug({ key: spec.key, err: err.message }, `${spec.key}: ${spec.dialIp}:${String(spec.port)} failed: ${err.message}`);
         if (!client.destroyed) client.resetAndDestroy();

@@ -63,8 +63,10 @@ export interface Planned {
  * - its family is IPv6 and the sink carries no IPv6 (`ipv6` false: host-switch);
  * - the VM has no connect address of its family (a missing interface, a `-tap-interface-ip` the VM
  *   does not have): nothing is created;
- * - the same protocol and port is also published on the family's wildcard or on the connect
- *   address itself: the engine already accepts there;
+ * - the same protocol and port is also published on the family's wildcard: the engine already
+ *   accepts on the connect address. (A forward on the connect address itself is not looked at: a
+ *   source that saw the forwarder's own socket would otherwise switch it off and on forever. If
+ *   something else holds that address and port, the listen fails and is said once.)
  * - another loopback address took that connect address and port first (`127.0.0.1` before
  *   `127.0.0.2`: port keys in order).
  */
@@ -92,9 +94,7 @@ export function plan(desired: PortSet, addrs: readonly ListenAddr[], ipv6: boole
     const allow = listen.map((a) => a.cidr);
     for (const addr of listen) {
       const spec: ForwarderSpec = { key: portKey({ protocol: f.protocol, hostIp: addr.ip, hostPort: f.hostPort }), protocol: f.protocol, listenIp: addr.ip, port: f.hostPort, dialIp: f.hostIp, allow, forward: f };
-      if (published.has(spec.key)) {
-        skipped.set(key, `${key}: ${spec.key} is published itself, so the host end reaches it already`);
-      } else if (forwarders.has(spec.key)) {
+      if (forwarders.has(spec.key)) {
         skipped.set(key, `${key}: ${spec.key} already forwards to ${forwarders.get(spec.key)?.dialIp ?? '?'}; only one loopback address per port can be reached from the host`);
       } else {
         forwarders.set(spec.key, spec);

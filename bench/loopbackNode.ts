@@ -99,6 +99,12 @@ async function measure(bytes: number, runs: number, connects: number, targets: r
     figure('throughput', round(percentile(mbs.get(t.name)!, 50), 1), 'MB/s', { runs, note: `median of ${String(runs)} downloads of ${String(bytes >> 20)} MiB, host netns to VM netns over a veth pair` });
     figure('connect.p50', round(percentile(ms.get(t.name)!, 50)), 'ms', { samples: connects, note: 'connect until the first byte of the answer' });
     figure('connect.p99', round(percentile(ms.get(t.name)!, 99)), 'ms', { samples: connects });
+    const direct = parsed[0]!.name;
+    if (t.name === direct) continue;
+    // Each run against the direct run just before it: a shared machine's drift moves both alike.
+    const ratio = percentile(mbs.get(t.name)!.map((x, i) => x / mbs.get(direct)![i]!), 50);
+    figure('throughput.ratio', round(ratio, 3), `x ${direct}`, { note: 'median of adjacent pairs' });
+    figure('connect.overhead.p50', round(percentile(ms.get(t.name)!, 50) - percentile(ms.get(direct)!, 50)), 'ms', { note: `set-up p50 over ${direct}'s` });
   }
 }
 

@@ -12,7 +12,7 @@ import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
-import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
+import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 
 export interface Io {
@@ -37,7 +37,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   }
   const config = parsed.config;
   if (config.debug) rootLogger().level = 'debug';
-  const wiring = wire(config, detect(config, io));
+  const wiring = decideRoutes(config, detect(config, io));
   const log = moduleLogger('agent');
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;

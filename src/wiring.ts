@@ -29,7 +29,7 @@ export interface Wiring {
  * With no arguments at all, every backend whose endpoint exists is enabled, and the table shows
  * the result; on a terminal the table is shown in every mode.
  */
-export function wire(config: AgentConfig, detected: Detected): Wiring {
+export function decideRoutes(config: AgentConfig, detected: Detected): Wiring {
   const notices: string[] = [];
   const sources: SourceKind[] = config.autoDetect
     ? detectSources(detected, notices)

@@ -45,7 +45,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
     sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources, name: r.sink }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;

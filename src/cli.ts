@@ -132,7 +132,7 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
 function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface) });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: refreshedEverySecond(() => connectAddrsOf(config.connectInterface)) });
     case 'table':
       return tableSink(io.stdout);
     case 'listeners':
@@ -144,6 +144,20 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
         adminInstall: config.adminInstall,
       });
   }
+}
+
+/**
+ * A value read now and then again once a second in the background, never on the caller's path:
+ * the vtunnel sink asks for the interface's addresses with every message, and reading them
+ * (getifaddrs) costs about 0.5 ms of the add path's 2 ms. An address change reaches the host
+ * within a second, as the next message or re-send carries it.
+ */
+function refreshedEverySecond<T>(read: () => T): () => T {
+  let value = read();
+  setInterval(() => {
+    value = read();
+  }, 1000).unref();
+  return () => value;
 }
 
 /** The configured socket; with auto-detection, the stock containerd's when only that one exists. */

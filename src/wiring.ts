@@ -21,7 +21,7 @@ export interface Wiring {
 }
 
 /**
- * Decides which backends run and where their ports go, as contracts.md says:
+ * Decides which backends run and where their ports go (docs/flags.md, "Where ports go"):
  * - `-hostSwitchURL`: every source to the expose API;
  * - `-privilegedService`: engines and Kubernetes to the vtunnel, iptables to listeners;
  * - neither (listener mode): iptables and Kubernetes to placeholder listeners; engine ports need

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
@@ -132,7 +133,7 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
 function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: refreshedEverySecond(() => connectAddrsOf(config.connectInterface)) });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)) });
     case 'table':
       return tableSink(io.stdout);
     case 'listeners':
@@ -147,17 +148,28 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
 }
 
 /**
- * A value read now and then again once a second in the background, never on the caller's path:
- * the vtunnel sink asks for the interface's addresses with every message, and reading them
- * (getifaddrs) costs about 0.5 ms of the add path's 2 ms. An address change reaches the host
- * within a second, as the next message or re-send carries it.
+ * `read()`, served from the last reading and read again after a call finds it over a second old,
+ * once the caller is done: never on the caller's path. The vtunnel sink asks for the interface's
+ * addresses with every message, and reading them (getifaddrs) costs about 0.5 ms of the add
+ * path's 2 ms; a background timer would cost idle CPU instead. A message after a long quiet may
+ * carry addresses that are out of date; the read it starts puts the new ones in the sink's next
+ * message or periodic re-send, a few seconds later at most.
  */
-function refreshedEverySecond<T>(read: () => T): () => T {
+function readOffThePath<T>(read: () => T, maxAgeMs = 1000): () => T {
   let value = read();
-  setInterval(() => {
-    value = read();
-  }, 1000).unref();
-  return () => value;
+  let readAt = performance.now();
+  let reading = false;
+  return () => {
+    if (!reading && performance.now() - readAt > maxAgeMs) {
+      reading = true;
+      setImmediate(() => {
+        value = read();
+        readAt = performance.now();
+        reading = false;
+      });
+    }
+    return value;
+  };
 }
 
 /** The configured socket; with auto-detection, the stock containerd's when only that one exists. */

@@ -18,6 +18,7 @@ import { runIsolated } from './isolated.js';
 import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
+import { benchDockerAdd } from './dockerAdd.js';
 import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -249,6 +250,7 @@ async function benchRealDocker(): Promise<void> {
 benchDiffAndMerge();
 await benchSynthetic();
 await benchRealDocker();
+await benchDockerAdd(quick);
 await benchContainerd(quick);
 await benchIptables(quick);
 await benchKubernetes(quick);

@@ -19,7 +19,8 @@ const add = (...added: Forward[]): PortDelta => ({ added, removed: [] });
 const del = (...removed: Forward[]): PortDelta => ({ added: [], removed });
 
 const wrote = (added: Forward[], removed: Forward[] = []): SinkReport => ({ sink: 'hostswitch', type: 'wrote', added, removed });
-const failed = (retryInMs: number, error: string): SinkReport => ({ sink: 'hostswitch', type: 'failed', error, retryInMs });
+/** A failure; `forwards` names the forwards of the entry that failed (none when the list could not be read). */
+const failed = (retryInMs: number, error: string, forwards?: Forward[]): SinkReport => ({ sink: 'hostswitch', type: 'failed', error, retryInMs, ...(forwards && { forwards }) });
 const withdrawn = (count: number): SinkReport => ({ sink: 'hostswitch', type: 'withdrawn', count });
 
 interface Spec {
@@ -107,7 +108,7 @@ function record(source: Observable<SinkReport>, scheduler: TestScheduler): strin
     next: (r) => {
       if (r.type === 'wrote') seen.push(`${at()} wrote${r.added.length > 0 ? ` +${keys(r.added)}` : ''}${r.removed.length > 0 ? ` -${keys(r.removed)}` : ''}`);
       else if (r.type === 'failed') seen.push(`${at()} failed (retry in ${String(r.retryInMs)}): ${r.error}`);
-      else seen.push(`${at()} withdrawn ${String(r.count)}`);
+      else if (r.type === 'withdrawn') seen.push(`${at()} withdrawn ${String(r.count)}${r.left === undefined ? '' : ` (${String(r.left)} left)`}`);
     },
     error: (err: unknown) => seen.push(`${at()} error ${err instanceof Error ? err.message : String(err)}`),
     complete: () => seen.push(`${at()} complete`),
@@ -177,9 +178,11 @@ test(
     const one = fwd(8080, { hostIp: '10.0.0.5', owner: 'b' });
     const s = scripted(h, scheduler, { all: [list()], 'expose tcp/127.0.0.1:8080': [ok()], 'unexpose tcp/127.0.0.1:8080': [ok()] });
     const deltas = h.cold('a--b--c', { a: add(any, one), b: del(any), c: del(one) });
-    h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--w----x', {
+    // `any` goes at 3 while the entry stays for `one`: reported at once; the entry goes with `one`.
+    h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--wv---x', {
       w: wrote([any, one]),
-      x: wrote([], [any, one]),
+      v: wrote([], [any]),
+      x: wrote([], [one]),
     });
     h.flush();
     assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '6 unexpose tcp/127.0.0.1:8080']);
@@ -254,7 +257,7 @@ test(
     h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('---w-(y|)', { w: wrote([p8080]), y: withdrawn(1) });
     h.flush();
     assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '2 all', '4 unexpose tcp/127.0.0.1:8080']);
-    assert.ok(lines().some((l) => l.level === 30 && l.msg === '127.0.0.1:8080 (tcp) was already exposed (by an earlier run): adopted; it is removed like any other'));
+    assert.ok(lines().some((l) => l.level === 30 && l.msg === '127.0.0.1:8080 (tcp) is already exposed (by an earlier run): adopted'));
     assert.ok(!lines().some((l) => l.level >= 40), 'not an error');
   }),
 );
@@ -307,9 +310,9 @@ test(
     const deltas = h.cold('a--b', { a: add(p8080), b: add(p8081) });
     const error = 'cannot expose 127.0.0.1:8080 (tcp): the host port is taken (listen tcp 127.0.0.1:8080: bind: address already in use)';
     h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('--f-v 8ms g 20ms w', {
-      f: failed(10, error),
+      f: failed(10, error, [p8080]),
       v: wrote([p8081]),
-      g: failed(20, error),
+      g: failed(20, error, [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -332,7 +335,7 @@ test(
       'expose tcp/127.0.0.1:8080': [{ status: 400, body: 'missing port in address\n' }, ok()],
     });
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--f 10ms w', {
-      f: failed(10, 'the host switch refused to expose 127.0.0.1:8080 (tcp): HTTP 400 missing port in address'),
+      f: failed(10, 'the host switch refused to expose 127.0.0.1:8080 (tcp): HTTP 400 missing port in address', [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -404,7 +407,7 @@ test(
     });
     const { opts } = options(scheduler, s.request);
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(opts))).toBe('51ms f 10ms w', {
-      f: failed(10, 'could not expose 127.0.0.1:8080 (tcp): no answer to POST /services/forwarder/expose within 50 ms'),
+      f: failed(10, 'could not expose 127.0.0.1:8080 (tcp): no answer to POST /services/forwarder/expose within 50 ms', [p8080]),
       // the expose did arrive: the forward is on the host, and no second expose is needed
       w: wrote([p8080]),
     });
@@ -445,7 +448,7 @@ test(
     const deltas = h.cold('a-b', { a: add(p8080), b: add(p8081) });
     h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--wf 10ms -(vx)', {
       w: wrote([p8080]),
-      f: failed(10, 'could not expose 127.0.0.1:8081 (tcp): connect ECONNREFUSED 192.168.127.1:80'),
+      f: failed(10, 'could not expose 127.0.0.1:8081 (tcp): connect ECONNREFUSED 192.168.127.1:80', [p8081]),
       v: wrote([p8080]),
       x: wrote([p8081]),
     });
@@ -460,7 +463,7 @@ test(
     const theirs = { local: '127.0.0.1:8080', remote: '192.168.127.50:80', protocol: 'tcp' };
     const s = scripted(h, scheduler, { all: [list(theirs), list()], 'expose tcp/127.0.0.1:8080': [ok()] });
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('-f 10ms -w', {
-      f: failed(10, 'cannot expose 127.0.0.1:8080 (tcp): the host switch forwards it to 192.168.127.50:80 (not ours, left alone)'),
+      f: failed(10, 'cannot expose 127.0.0.1:8080 (tcp): the host switch forwards it to 192.168.127.50:80 (not ours, left alone)', [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -525,11 +528,12 @@ test(
       `14 failed (retry in 20): ${error}`,
       `35 failed (retry in 40): ${error}`,
       `76 failed (retry in 40): ${error}`,
+      '102 withdrawn 0 (1 left)',
       '102 complete',
     ]);
     assert.deepEqual(s.calls.slice(2), ['2 unexpose tcp/127.0.0.1:8080', '13 unexpose tcp/127.0.0.1:8080', '34 unexpose tcp/127.0.0.1:8080', '75 unexpose tcp/127.0.0.1:8080']);
     assert.equal(lines().at(-1)?.msg, `gave up withdrawing 1 forward from the host switch (the host switch) after 100 ms (last error: ${error})`);
-    assert.deepEqual(seenHung, ['2 wrote +tcp/8080', '102 complete']);
+    assert.deepEqual(seenHung, ['2 wrote +tcp/8080', '102 withdrawn 0 (1 left)', '102 complete']);
     assert.deepEqual(hung.calls.slice(2), ['2 unexpose tcp/127.0.0.1:8080', '102 cancelled unexpose tcp/127.0.0.1:8080']);
   }),
 );

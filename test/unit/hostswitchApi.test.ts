@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Forward } from '../../src/model.js';
-import { classifyReply, entryFor, entryKey, exposeBody, laneOf, parseForwarderList, unexposeBody } from '../../src/sinks/hostswitchPlan.js';
+import { classifyReply, entryFor, entryKey, exposeBody, laneOf, parseForwarderList, unexposeBody } from '../../src/sinks/hostswitch/api.js';
 
 const fwd = (hostPort: number, more: Partial<Forward> = {}): Forward => ({ protocol: 'tcp', hostIp: '0.0.0.0', hostPort, source: 'docker', owner: 'c1', ...more });
 const plain = { tapInterfaceIp: '192.168.127.2', adminInstall: false };

@@ -302,14 +302,18 @@ function listed(s: State, seq: number, list: readonly ForwarderEntry[] | { reado
   s.listed = new Map(list.map((entry) => [entryKey(entry), entry]));
   for (const e of s.entries.values()) {
     if (e.phase === 'busy' || e.phase === 'waiting' || e.changed > seq) continue; // we know better
-    believeList(s, e, out);
+    // Most entries are as we believed: only the others, and those waiting for this read, are looked at.
+    if (!believeList(s, e, out) && e.phase === 'idle') continue;
     e.phase = 'idle';
     s.pending.add(e.key);
   }
 }
 
-function believeList(s: State, e: Entry, out: Command[]): void {
+/** Updates what we believe of `e` from the list just read; whether that changed anything. */
+function believeList(s: State, e: Entry, out: Command[]): boolean {
   const there = s.listed?.get(e.key);
+  const before = e.host;
+  const wasOurs = e.ours;
   if (there === undefined) {
     // Gone (the host restarted, or someone removed it): exposed again if wanted.
     e.host = 'absent';
@@ -322,6 +326,7 @@ function believeList(s: State, e: Entry, out: Command[]): void {
     e.host = 'theirs';
     e.ours = false;
   }
+  return e.host !== before || e.ours !== wasOurs;
 }
 
 function listFailed(s: State, error: string, env: Env, out: Command[]): void {

@@ -82,12 +82,11 @@ export const hostSwitchDefaults = {
  * forwarder; docs/host-switch.md). The decisions are `reconcile` (pure, in hostswitch/); this
  * runs them: a `scan` over every input, each command carried out, and what comes of it fed back.
  *
- *   deltas:   a----b---------|        a = +8080/tcp, b = -8080/tcp
- *   requests: L(E)-----(U)-----(U)   L = GET /all at start-up, E = expose, U = unexpose
- *   reports:  --w-------x-----(y|)   w, x = wrote, y = withdrawn
+ *   deltas:   a---b---c---|         a = +8080/tcp, b = -8080/tcp, c = +8081/tcp
+ *   requests: LE--U---E---U         L = GET /all, E = expose, U = unexpose (each answered 200 a frame later)
+ *   reports:  --w--x---v---(y|)     w = wrote +8080, x = wrote -8080, v = wrote +8081, y = withdrawn 1
  *
- * (1 frame per character; every request answered 200 one frame later. The second U never
- * happens: the diagram shows where the withdraw would unexpose, had 8080 still been wanted.)
+ * (marbles/hostswitch.test.ts runs this diagram as it stands here.)
  *
  * - Requests: `mergeMap` bounded by `concurrency` (the reconciler sends at most that many, and
  *   one per host port at a time), each bounded by `requestTimeoutMs`.

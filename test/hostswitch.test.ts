@@ -2,7 +2,8 @@
  * The host-switch sink over real HTTP against a protocol fake of gvisor-tap-vsock's forwarder
  * API (pkg/services/forwarder/ports.go), faithful to what it answers:
  * - `POST /services/forwarder/expose` `{"local","remote","protocol"}`: 200 with an empty body;
- *   500 `proxy already running for PROTO on LOCAL` for a duplicate protocol+local; 500 with the
+ *   500 `proxy already running` for a duplicate protocol+local (`duplicate: 'pre-0.8.2'` for the bind error of
+ *   forwarders before v0.8.2, see fakeForwarder.ts); 500 with the
  *   listen error (`listen tcp 127.0.0.1:P: bind: address already in use`) when the port cannot be
  *   bound (the fake really binds `local` on this machine, as the forwarder does on the host);
  *   400 for a body that does not decode or a remote without a port; 400 `post only` for other methods.

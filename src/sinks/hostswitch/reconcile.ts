@@ -72,7 +72,7 @@ function want(s: State, f: Forward, env: Env, out: Command[]): void {
     s.ipv6Said = true;
     return;
   }
-  const e = entryOf(s, entry);
+  const e = entryOf(s, entry, out);
   e.forwards.set(key, f);
   if (e.host === 'present' && e.ours && !e.reported.has(key)) {
     e.reported.set(key, f);
@@ -82,14 +82,17 @@ function want(s: State, f: Forward, env: Env, out: Command[]): void {
 }
 
 /** The entry for `entry`, made if new: what the last list showed of it decides what we believe. */
-function entryOf(s: State, entry: ForwarderEntry): Entry {
+function entryOf(s: State, entry: ForwarderEntry, out: Command[]): Entry {
   const key = entryKey(entry);
   const known = s.entries.get(key);
   if (known) return known;
   const there = s.listed?.get(key);
-  // Shown as ours at the last read, it may have gone since: read again rather than expose.
-  const host = there === undefined ? 'absent' : there.remote === entry.remote ? 'unknown' : 'theirs';
+  // Shown exactly as ours at the last read: adopted (a stop now unexposes it); it may have gone
+  // since, so it is read again rather than exposed.
+  const adopted = there?.remote === entry.remote;
+  const host = there === undefined ? 'absent' : adopted ? 'unknown' : 'theirs';
   const e: Entry = { key, lane: laneOf(entry), entry, forwards: new Map(), reported: new Map(), host, ours: false, phase: 'idle', attempt: 0, gen: 0, changed: 0, verifyAfterWait: false, sent: [] };
+  if (adopted) adopt(e, out);
   s.entries.set(key, e);
   return e;
 }

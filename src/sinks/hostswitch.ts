@@ -88,8 +88,10 @@ export const hostSwitchDefaults = {
  *
  * (marbles/hostswitch.test.ts runs this diagram as it stands here.)
  *
- * - Requests: `mergeMap` bounded by `concurrency` (the reconciler sends at most that many, and
- *   one per host port at a time), each bounded by `requestTimeoutMs`.
+ * - Requests: `mergeMap` bounded by `concurrency` (+1 for the list read), each bounded by
+ *   `requestTimeoutMs`. The reconciler sends at most `concurrency` at once and one per host port
+ *   (a property test holds it to that), so per-port order needs no `groupBy` queue here: one would
+ *   keep a group per port ever seen, and hold requests where a stop could not withdraw them.
  * - Timers: each entry's retry, the list's retry, the `resyncMs` re-read and the withdraw
  *   deadline are RxJS timers on `scheduler`, fed back as inputs.
  * - A throw anywhere (the requester, the logger, the reconciler) is an error notification.

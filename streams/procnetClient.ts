@@ -76,7 +76,11 @@ export function procNetTable(log: Logger, proc = '/proc', why = ''): SocketTable
         decode: () =>
           procFiles.flatMap(([, protocol, family], i) => {
             const { sockets, problems } = parseProcNet(texts[i]!, protocol, family);
-            for (const p of problems) if (!said.has(p)) log.warn(`cannot read a line of /proc/net: ${p}`), said.add(p);
+            for (const p of problems) {
+              if (said.has(p)) continue;
+              said.add(p);
+              log.warn(`cannot read a line of /proc/net: ${p}`);
+            }
             return family === 6 ? sockets.map((s) => ({ ...s, v6only })) : sockets;
           }),
       };

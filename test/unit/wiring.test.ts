@@ -11,22 +11,29 @@ function config(...argv: string[]): AgentConfig {
   return parsed.config;
 }
 
-test('privileged mode: engines and Kubernetes over the vtunnel, iptables (on by default) to placeholder listeners', () => {
+test('privileged mode: engines, Kubernetes and host-network listeners over the vtunnel, iptables (on by default) to placeholder listeners', () => {
   const wiring = wire(config('-docker', '-containerd', '-kubernetes', '-privilegedService'), nothing);
-  assert.deepEqual(wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes']);
+  assert.deepEqual(wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes', 'procnet']);
   assert.deepEqual(wiring.routes, [
-    { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes'] },
+    { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes', 'procnet'] },
     { sink: 'listeners', sources: ['iptables'] },
   ]);
 });
 
 test('-iptables=false turns the default backend off', () => {
-  assert.deepEqual(wire(config('-docker', '-privilegedService', '-iptables=false'), nothing).routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
+  assert.deepEqual(wire(config('-docker', '-privilegedService', '-iptables=false', '-procnet=false'), nothing).routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
 });
 
 test('-hostSwitchURL sends every source to the expose API, and wins over -privilegedService', () => {
   const wiring = wire(config('-docker', '-kubernetes', '-privilegedService', '-hostSwitchURL', 'http://127.0.0.1:9/'), nothing);
-  assert.deepEqual(wiring.routes, [{ sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes'] }]);
+  assert.deepEqual(wiring.routes, [{ sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes', 'procnet'] }]);
+});
+
+test("-procnet in listener mode has nowhere to go: said, and not routed (WSL sees the VM's listeners itself)", () => {
+  const wiring = wire(config('-docker', '-procnet'), nothing);
+  assert.deepEqual(wiring.routes, [{ sink: 'listeners', sources: ['iptables'] }]);
+  assert.match(wiring.notices.join('\n'), /procnet: nothing to forward in listener mode/);
+  assert.ok(!wire(config('-docker'), nothing).sources.includes('procnet'), 'off by default in listener mode');
 });
 
 test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {

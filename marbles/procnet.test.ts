@@ -10,7 +10,7 @@ import { portKey, remove, snapshot, upsert, type Forward, type SourceEvent } fro
 import { fwd, marbles, recordingLogger } from './helpers.js';
 
 /** Virtual time: a scan every 10 frames, published after 30. */
-const timing = { scanMs: 10, stableMs: 30, refreshMs: 1000, backoff: { initialMs: 20, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 } } as const;
+const timing = { scanMs: 10, stableMs: 30, fullScanMs: 1000, refreshMs: 1000, backoff: { initialMs: 20, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 } } as const;
 
 const ranges = parsePortList(defaultProcnetExclude);
 if (!('ranges' in ranges)) throw new Error('the default exclusion list does not parse');
@@ -28,7 +28,7 @@ function sock(port: number, ip = '0.0.0.0', opts: Partial<ListeningSocket> = {})
 function scripted(
   scheduler: SchedulerLike,
   entries: readonly { socket: ListeningSocket; from?: number; to?: number }[],
-  opts: { own?: ReadonlySet<number>; failAt?: ReadonlySet<number> } = {},
+  opts: { own?: ReadonlySet<number>; failAt?: ReadonlySet<number>; token?: (now: number) => string } = {},
 ): SocketTable & { reads: number[]; decodes: number[]; asked: number[][] } {
   const reads: number[] = [];
   const decodes: number[] = [];
@@ -55,6 +55,7 @@ function scripted(
       asked.push([...candidates]);
       return new Set([...candidates].filter((i) => opts.own?.has(i)));
     },
+    ...(opts.token && { changeToken: () => opts.token!(scheduler.now()) }),
   };
 }
 
@@ -161,4 +162,20 @@ test('an unchanged table is compared, not decoded, once everything present is pu
   });
   scheduler.flush();
   assert.deepEqual(table.decodes, [0, 10, 20, 30, 100, 110, 120, 130]);
+}));
+
+test('with a change token, a settled table is read only when the token moves, and every fullScanMs', marbles(({ expectObservable }, scheduler) => {
+  const web = sock(8080);
+  const late = sock(9090);
+  // the token moves when 9090 starts listening (at 500), as the kernel's in-use count does
+  const table = scripted(scheduler, [{ socket: web }, { socket: late, from: 500 }], { token: (now) => (now < 500 ? 'TCP=1' : 'TCP=2') });
+  expectObservable(events(table, scheduler, { fullScanMs: 200 }), '^ 599ms !').toBe('s 29ms a 499ms b', {
+    s: snapshot([]),
+    a: up(published({ ...web, inode: 0 })),
+    b: up(published({ ...late, inode: 0 })),
+  });
+  scheduler.flush();
+  // reads while 8080 waits (0-30), then one per fullScanMs (230, 430), then 500 on the token and
+  // every scan while 9090 waits (500-530)
+  assert.deepEqual(table.reads, [0, 10, 20, 30, 230, 430, 500, 510, 520, 530]);
 }));

@@ -29,6 +29,12 @@ export interface SocketTable {
    * scan shows sockets not seen before.
    */
   ownInodes(candidates: ReadonlySet<number>): ReadonlySet<number>;
+  /**
+   * Optional: a cheap token that changes whenever a socket is bound or starts listening (the
+   * kernel's per-namespace counts of sockets in use). While it stays the same, a settled scan
+   * skips the read; a read every `fullScanMs` covers the changes that cancel out in the counts.
+   */
+  changeToken?(): string;
 }
 
 export interface ProcnetOptions {
@@ -37,7 +43,12 @@ export interface ProcnetOptions {
   readonly scanMs?: number;
   /** How long a port must stand before it is published. */
   readonly stableMs?: number;
-  /** An unchanged table is still fully re-evaluated this often (addresses of the interface may change). */
+  /**
+   * The table is read at least this often even when the change token says nothing changed (a
+   * listener opened as a connection closed leaves the counts as they were).
+   */
+  readonly fullScanMs?: number;
+  /** An unchanged table is still re-evaluated this often (the interface's addresses may change). */
   readonly refreshMs?: number;
   readonly backoff?: BackoffOptions;
   readonly scheduler?: SchedulerLike;
@@ -45,7 +56,7 @@ export interface ProcnetOptions {
 }
 
 /** The figures behind these are in docs/procnet.md ("Choosing the intervals"). */
-export const procnetDefaults = { scanMs: 100, stableMs: 1000, refreshMs: 10_000 } as const;
+export const procnetDefaults = { scanMs: 200, stableMs: 1000, fullScanMs: 2000, refreshMs: 30_000 } as const;
 
 /**
  * Listeners of the VM's own network namespace (host-network containers, a dev server started in
@@ -58,7 +69,7 @@ export const procnetDefaults = { scanMs: 100, stableMs: 1000, refreshMs: 10_000 
  *   events:  s--------------a--------r---------   s = snapshot, a = +A after stableMs, r = −A
  */
 export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observable<SourceEvent> {
-  const { scanMs, stableMs, refreshMs } = { ...procnetDefaults, ...withoutUndefined(opts) };
+  const { scanMs, stableMs, fullScanMs, refreshMs } = { ...procnetDefaults, ...withoutUndefined(opts) };
   const scheduler = opts.scheduler ?? asyncScheduler;
   const log = opts.log ?? moduleLogger('procnet');
   return defer(() => {
@@ -67,13 +78,21 @@ export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observa
     const own = new OwnInodes(table);
     const said = new Map<string, Skip>();
     let last: Buffer | string | undefined;
+    let lastRead = -Infinity;
     let lastFull = -Infinity;
+    let token: string | undefined;
     let failing = false;
     const scan = (): SourceEvent[] => {
+      const now = scheduler.now();
+      // Waiting ports need every scan (their time is counted by scans); otherwise ask the token.
+      const quiet = gate.settled && now - lastRead < fullScanMs;
+      const nextToken = table.changeToken?.();
+      if (quiet && nextToken !== undefined && nextToken === token) return [];
+      token = nextToken;
       const read = table.read();
+      lastRead = now;
       if (failing) log.info(`reading ${table.name} works again`);
       failing = false;
-      const now = scheduler.now();
       if (gate.settled && last !== undefined && now - lastFull < refreshMs && sameFingerprint(read.fingerprint, last)) return [];
       last = read.fingerprint;
       lastFull = now;

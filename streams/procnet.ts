@@ -73,7 +73,7 @@ export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observa
   const scheduler = opts.scheduler ?? asyncScheduler;
   const log = opts.log ?? moduleLogger('procnet');
   return defer(() => {
-    log.info(`host-network listeners: reading ${table.name} every ${String(scanMs)} ms; a port is published once it has stood ${String(stableMs)} ms`);
+    log.info(`host-network listeners: reading ${table.name}, checked every ${String(scanMs)} ms; a port is published once it has stood ${String(stableMs)} ms`);
     const gate = new StabilityGate(stableMs);
     const own = new OwnInodes(table);
     const said = new Map<string, Skip>();

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "vsock",
-      "sources": ["native/vsock.c"],
+      "sources": ["native/vsock.c", "native/sockdiag.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]

@@ -147,7 +147,10 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+void sockdiag_register(napi_env env, napi_value exports);  // native/sockdiag.c
+
 NAPI_MODULE_INIT() {
+  sockdiag_register(env, exports);
   napi_value fn;
   napi_create_function(env, "send", NAPI_AUTO_LENGTH, js_send, NULL, &fn);
   napi_set_named_property(env, exports, "send", fn);

@@ -128,7 +128,25 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
         ...((config.privilegedService || config.hostSwitchURL !== undefined) && { apiPort: config.k8sAPIPort }),
       });
     }
+    case 'procnet': {
+      const [{ procnetEvents }, { nodeSocketTable }, { procnetExclusions }] = await Promise.all([
+        import('../streams/procnet.js'),
+        import('../streams/procnetClient.js'),
+        import('../streams/procnetPolicy.js'),
+      ]);
+      const log = moduleLogger('procnet');
+      return procnetEvents(nodeSocketTable(log), { log, policy: { exclude: procnetExclusions(config.procnetExclude, config.k8sAPIPort), reachable: reachableBy(config) } });
+    }
   }
+}
+
+/**
+ * The specific addresses the host end can reach a listener on: -tap-interface-ip for host-switch
+ * (its `remote`), else the addresses of -connectInterface, which the vtunnel peer connects to.
+ */
+function reachableBy(config: AgentConfig): (ip: string) => boolean {
+  if (config.hostSwitchURL !== undefined) return (ip) => ip === config.tapInterfaceIp;
+  return (ip) => connectAddrsOf(config.connectInterface).some((a) => a.addr.split('/')[0] === ip);
 }
 
 function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {

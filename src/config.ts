@@ -1,6 +1,7 @@
 import { isIPv4 } from 'node:net';
 import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
 import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
+import { defaultProcnetExclude, parsePortList, type PortRange } from '../streams/procnetPolicy.js';
 
 export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
 
@@ -34,6 +35,19 @@ export const agentFlags = [
   { name: 'adminInstall', kind: 'bool', default: false, usage: 'without it, host-side addresses are forced to 127.0.0.1 (host-switch)' },
   { name: 'k8sAPIPort', kind: 'int', default: 6443, usage: 'Kubernetes API server port' },
   { name: 'debug', kind: 'bool', default: false, usage: 'debug logging' },
+  {
+    name: 'procnet',
+    kind: 'bool',
+    // The real default depends on the mode (see `parseConfig`), which a Go-style flag cannot say.
+    default: false,
+    usage: "forward listeners of the VM's own network namespace (host-network containers, servers started in the VM); on by default with -privilegedService or -hostSwitchURL, off in listener mode",
+  },
+  {
+    name: 'procnetExclude',
+    kind: 'string',
+    default: defaultProcnetExclude,
+    usage: 'ports and LOW-HIGH ranges, comma separated, that -procnet never forwards (the VM\'s own infrastructure; -k8sAPIPort is always among them)',
+  },
 ] as const;
 
 export type AgentFlagName = (typeof agentFlags)[number]['name'];
@@ -57,6 +71,9 @@ export interface AgentConfig {
   readonly adminInstall: boolean;
   readonly k8sAPIPort: number;
   readonly debug: boolean;
+  /** Whether the host-network source runs: as given, else on exactly when a vtunnel or host-switch sink is in use. */
+  readonly procnet: boolean;
+  readonly procnetExclude: readonly PortRange[];
   /** Flag names (as on the command line, e.g. `tap-interface-ip`) that were given explicitly. */
   readonly explicit: ReadonlySet<string>;
   /** True only for an empty command line: then the agent auto-detects its backends. */
@@ -85,6 +102,8 @@ export function parseConfig(argv: readonly string[]): ConfigResult {
   const v = parsed.values;
   const error = validate(v);
   if (error !== undefined) return { ok: false, error };
+  const exclude = parsePortList(v.procnetExclude);
+  if ('error' in exclude) return { ok: false, error: `invalid value ${JSON.stringify(v.procnetExclude)} for flag -procnetExclude: ${exclude.error}` };
 
   return {
     ok: true,
@@ -104,6 +123,8 @@ export function parseConfig(argv: readonly string[]): ConfigResult {
       adminInstall: v.adminInstall,
       k8sAPIPort: v.k8sAPIPort,
       debug: v.debug,
+      procnet: parsed.explicit.has('procnet') ? v.procnet : v.privilegedService || v.hostSwitchURL !== '',
+      procnetExclude: 'ranges' in exclude ? exclude.ranges : [],
       explicit: parsed.explicit,
       autoDetect: argv.length === 0,
     },

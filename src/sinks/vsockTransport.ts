@@ -8,8 +8,8 @@ interface VsockAddon {
 
 let addon: VsockAddon | Error | undefined;
 
-/** The native sender, built from native/vsock.c by `npm install` (node-gyp). */
-function loadAddon(): VsockAddon {
+/** The native addon (native/vsock.c, native/sockdiag.c), built by `npm install` (node-gyp). */
+export function loadAddon(): VsockAddon {
   if (addon === undefined) {
     const require = createRequire(import.meta.url);
     // From src/sinks/ under tsx, or from dist/src/sinks/ when compiled.

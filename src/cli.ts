@@ -12,6 +12,7 @@ import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
+import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
@@ -138,6 +139,11 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
       return tableSink(io.stdout);
     case 'listeners':
       return listenerSink();
+    case 'loopback':
+      // Where the host end connects: host-switch's tap address (IPv4 only), else the vtunnel's interface.
+      return config.hostSwitchURL !== undefined
+        ? loopbackSink({ listenAddrs: () => addressAddrs(config.tapInterfaceIp), ipv6: false })
+        : loopbackSink({ listenAddrs: () => interfaceAddrs(config.connectInterface), ipv6: true });
     case 'hostswitch':
       return hostSwitchSink({
         ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),

@@ -1,4 +1,4 @@
-import { Observable } from 'rxjs';
+import { EMPTY, Observable } from 'rxjs';
 import { applyDelta, emptyPortSet, type Forward, type PortSet } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
 
@@ -9,18 +9,33 @@ export interface TableOutput {
 
 /**
  * The live view of what is forwarded: a table redrawn in place on a terminal, JSON lines
- * (`{"event":"add",...}`) anywhere else so that other tools can follow it.
+ * (`{"event":"add",...}`) anywhere else so that other tools can follow it. On a terminal, `logs$`
+ * (see logPane.ts) are the last log lines, drawn below the table so the two never overlap.
  */
-export function tableSink(out: TableOutput = process.stdout): Sink {
+export function tableSink(out: TableOutput = process.stdout, logs$: Observable<readonly string[]> = EMPTY): Sink {
   const tty = out.isTTY === true;
   return (deltas$) =>
     new Observable<SinkReport>((subscriber) => {
       let current: PortSet = emptyPortSet;
-      if (tty) out.write(clearScreen + renderTable(current));
-      return deltas$.subscribe({
+      let logs: readonly string[] = [];
+      let drawn = false;
+      const draw = (): void => {
+        drawn = true;
+        out.write(clearScreen + renderTable(current) + (logs.length === 0 ? '' : `\n${logs.join('\n')}\n`));
+      };
+      if (tty) {
+        subscriber.add(
+          logs$.subscribe((lines) => {
+            logs = lines;
+            draw();
+          }),
+        );
+        if (!drawn) draw();
+      }
+      const deltas = deltas$.subscribe({
         next: (delta) => {
           current = applyDelta(current, delta);
-          if (tty) out.write(clearScreen + renderTable(current));
+          if (tty) draw();
           else out.write(jsonLines('remove', delta.removed) + jsonLines('add', delta.added));
           subscriber.next({ sink: 'table', type: 'wrote', added: delta.added, removed: delta.removed });
         },
@@ -33,6 +48,7 @@ export function tableSink(out: TableOutput = process.stdout): Sink {
           subscriber.complete();
         },
       });
+      subscriber.add(deltas);
     });
 }
 

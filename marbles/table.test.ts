@@ -46,3 +46,14 @@ test('renderTable orders rows by port and aligns columns', () => {
     ].join('\n'),
   );
 });
+
+test('table sink: on a terminal, log lines are drawn below the table with each redraw, and dropped when it ends', marbles(({ cold, hot, expectObservable, flush }) => {
+  const { out, text } = capture(true);
+  const deltas = cold<PortDelta>('-a--|', { a: { added: [web], removed: [] } });
+  const logs = hot<readonly string[]>('--l---m', { l: ['12:00:00 INFO  docker: connected'], m: ['after the end'] });
+  expectObservable(deltas.pipe(tableSink(out, logs), map((r) => r.type))).toBe('-a--(w|)', { a: 'wrote', w: 'withdrawn' });
+  flush();
+  const frames = text().split('\x1b[H\x1b[2J').filter(Boolean);
+  assert.equal(frames.length, 3, 'the first frame, the delta, the log line; nothing after the end');
+  assert.match(frames[2]!, /1 port forwarded\n\n12:00:00 INFO {2}docker: connected\n$/);
+}));

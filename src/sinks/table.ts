@@ -18,19 +18,17 @@ export function tableSink(out: TableOutput = process.stdout, logs$: Observable<r
     new Observable<SinkReport>((subscriber) => {
       let current: PortSet = emptyPortSet;
       let logs: readonly string[] = [];
-      let drawn = false;
       const draw = (): void => {
-        drawn = true;
         out.write(clearScreen + renderTable(current) + (logs.length === 0 ? '' : `\n${logs.join('\n')}\n`));
       };
       if (tty) {
+        draw();
         subscriber.add(
           logs$.subscribe((lines) => {
             logs = lines;
             draw();
           }),
         );
-        if (!drawn) draw();
       }
       const deltas = deltas$.subscribe({
         next: (delta) => {

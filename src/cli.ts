@@ -12,7 +12,6 @@ import type { Sink } from './sinks/sink.js';
 import { tableSink } from './sinks/table.js';
 import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
-import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
@@ -28,7 +27,8 @@ export interface Io {
 
 /** Runs the command line; resolves to the exit code. */
 export async function runCli(argv: readonly string[], io: Io): Promise<number> {
-  if (argv[0] === 'host') return runHost(argv.slice(1), io);
+  // The host side is a different program; an agent does not load it.
+  if (argv[0] === 'host') return (await import('./host/cli.js')).runHost(argv.slice(1), io);
   if (argv.length === 1 && (argv[0] === '-version' || argv[0] === '--version')) {
     io.stdout.write(`portstream ${version()}\n`);
     return 0;

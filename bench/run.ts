@@ -18,6 +18,7 @@ import { runIsolated } from './isolated.js';
 import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
+import { benchDistribution } from './distribution.js';
 import { benchDockerAdd } from './dockerAdd.js';
 import { benchHostSwitch } from './hostswitch.js';
 import { benchProcnet } from './procnet.js';
@@ -261,4 +262,5 @@ await runIsolated(new URL('./loopback.ts', import.meta.url), quick ? ['--quick']
 await benchMemory(quick);
 await benchHostSwitch(quick);
 await benchProcnet(quick);
+await benchDistribution(quick);
 printSummary();

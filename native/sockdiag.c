@@ -166,8 +166,8 @@ static napi_value js_listeners(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// Called from the module's init (native/vsock.c): adds listeners() to the addon's exports.
-void sockdiag_register(napi_env env, napi_value exports) {
+// Called from the module's init (native/addon.c): adds listeners() to the addon's exports.
+void portstream_init_sockdiag(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "listeners", NAPI_AUTO_LENGTH, js_listeners, NULL, &fn);
   napi_set_named_property(env, exports, "listeners", fn);

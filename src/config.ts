@@ -85,9 +85,38 @@ export type ConfigResult =
   | { readonly ok: false; readonly error: string; readonly help?: never }
   | { readonly ok: false; readonly help: true; readonly error?: never };
 
-/** The agent's usage text, Go style. */
+/** The agent's usage text, Go style: what follows a bad command line, as the Go agent prints it. */
 export function agentUsage(program = 'portstream'): string {
   return usage(agentFlags, program);
+}
+
+/** `-h`: what portstream is and how it is run, the flags as `agentUsage` prints them, examples. */
+export function agentHelp(program = 'portstream'): string {
+  return `${program} forwards the ports that containers and Kubernetes Services publish inside a VM to the host.
+
+Usage:
+  ${program} [flags]         the guest agent (the flags below)
+  ${program} host [flags]    the host side: receives the vtunnel and listens on the host (${program} host -h)
+  ${program} status [flags]  asks a running agent what it forwards (${program} status -h)
+  ${program} -version        prints the version
+
+With no arguments at all, ${program} watches every backend it finds here (the Docker socket or
+DOCKER_HOST, containerd's socket, iptables-save, the kubeconfig) and shows what they publish: a
+live table on a terminal, JSON lines otherwise. Nothing is sent to a host until flags say where.
+
+${usage(agentFlags, program)}
+Environment:
+  PORTSTREAM_LOG_LEVEL  trace, debug, info (default), warn, error or fatal; -debug means debug
+  DOCKER_HOST           the Docker engine to watch (unix:// or tcp://), as the docker CLI reads it
+
+Examples:
+  ${program} -docker -privilegedService -vtunnelAddr 127.0.0.1:3040
+      Docker's ports (and iptables DNAT rules) to a vtunnel peer, as Rancher Desktop on WSL runs it
+  ${program} -containerd -kubernetes -hostSwitchURL http://192.168.127.1:80
+      containerd's and Kubernetes' ports through the host-switch expose API (Lima-style VMs)
+  ${program} host -vtunnelAddr 127.0.0.1:3040
+      the host side of the first example
+`;
 }
 
 /**

@@ -5,16 +5,11 @@
  */
 import { openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
-import { loadAddon } from '../src/sinks/vsockTransport.js';
+import { nativeAddon } from '../src/native/addon.js';
 import { errorMessage } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
 import type { SocketRead, SocketTable } from './procnet.js';
 import { formatAddress, parseProcNet, type ListeningSocket } from './procnetTable.js';
-
-interface SockDiagAddon {
-  /** Records of 28 bytes, laid out as native/sockdiag.c says. */
-  listeners(): Buffer;
-}
 
 const recordSize = 28;
 
@@ -38,7 +33,7 @@ export function decodeRecords(raw: Buffer): ListeningSocket[] {
 
 /** The namespace's listeners over NETLINK_SOCK_DIAG; throws when the addon or the kernel cannot. */
 export function sockDiagTable(proc = '/proc'): SocketTable {
-  const addon = loadAddon() as unknown as Partial<SockDiagAddon>;
+  const addon = nativeAddon() as Partial<ReturnType<typeof nativeAddon>>;
   if (typeof addon.listeners !== 'function') throw new Error('the native addon was built without native/sockdiag.c');
   const listeners = addon.listeners.bind(addon);
   listeners(); // fails here, at start-up, if the kernel has no inet_diag for a family or protocol

@@ -18,6 +18,7 @@ import { runIsolated } from './isolated.js';
 import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
+import { benchStatus } from './status.js';
 import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -248,6 +249,7 @@ async function benchRealDocker(): Promise<void> {
 
 benchDiffAndMerge();
 await benchSynthetic();
+await benchStatus(quick);
 await benchRealDocker();
 await benchContainerd(quick);
 await benchIptables(quick);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { distinctUntilChanged, map, Observable, type Observable as Obs } from 'rxjs';
+import { concat, concatMap, distinctUntilChanged, endWith, map, of, timer, type Observable as Obs, type SchedulerLike } from 'rxjs';
 import { createAgent } from '../src/agent.js';
 import { upsert, remove, snapshot, type PortDelta, type SourceEvent } from '../src/model.js';
 import type { Sink, SinkReport } from '../src/sinks/sink.js';
@@ -24,7 +24,7 @@ const failed = (error: string, forwards?: PortDelta['added']): SinkReport =>
 /** Each forward as `sources → sink:state[:error]@since`, for compact expectations. */
 function forwards(s: AgentStatus): Record<string, string> {
   return Object.fromEntries(
-    [...s.forwards].map(([key, f]) => [
+    [...s.forwards].sort(([a], [b]) => a.localeCompare(b)).map(([key, f]) => [
       key,
       `${f.sources.join('+')} → ${Object.entries(f.sinks)
         .map(([sink, st]) => `${sink}:${st.state}${st.removing ? '(removing)' : ''}${st.error === undefined ? '' : `:${st.error}`}@${String(st.since)}`)
@@ -33,9 +33,12 @@ function forwards(s: AgentStatus): Record<string, string> {
   );
 }
 
+/** An input without its time, which `inputs` stamps. */
+type Untimed = StatusInput extends infer T ? (T extends StatusInput ? Omit<T, 'at'> : never) : never;
+
 /** Inputs as a cold stream whose `at` is the frame each one arrives in. */
-function inputs(cold: (m: string, v: Record<string, Omit<StatusInput, 'at'>>) => Obs<Omit<StatusInput, 'at'>>, marble: string, values: Record<string, Omit<StatusInput, 'at'>>, now: () => number): Obs<StatusInput> {
-  return cold(marble, values).pipe(map((i) => ({ ...i, at: now() }) as StatusInput));
+function inputs(cold: (m: string, v: Record<string, Untimed>) => Obs<Untimed>, marble: string, values: Record<string, Untimed>, now: () => number): Obs<StatusInput> {
+  return cold(marble, values).pipe(map((i) => ({ ...i, at: now() })));
 }
 
 test('status: a forward goes claimed → pending → applied, and its latency counts from the claim', marbles(({ cold, expectObservable }, scheduler) => {
@@ -149,30 +152,24 @@ test('status: withdrawn drops the sink from every forward; reduceStatus never ch
   assert.equal(after.sinks['vtunnel']?.applied, 0);
 });
 
-/** A sink that fails its first write, then applies each delta the next frame. */
-function flakySink(): Sink {
+/** A sink that fails its first write and applies it 2 frames later; later deltas it applies at once. */
+function flakySink(scheduler: SchedulerLike): Sink {
   return (deltas$) =>
-    new Observable<SinkReport>((subscriber) => {
-      let first = true;
-      return deltas$.subscribe({
-        next: (d) => {
-          if (first) subscriber.next({ sink: 'vtunnel', type: 'failed', error: 'refused', retryInMs: 1 });
-          first = false;
-          subscriber.next({ sink: 'vtunnel', type: 'wrote', added: d.added, removed: d.removed });
-        },
-        complete: () => {
-          subscriber.next({ sink: 'vtunnel', type: 'withdrawn', count: 0 });
-          subscriber.complete();
-        },
-      });
-    });
+    deltas$.pipe(
+      concatMap((d, i) => {
+        const wrote: SinkReport = { sink: 'vtunnel', type: 'wrote', added: d.added, removed: d.removed };
+        if (i > 0) return of(wrote);
+        return concat(of<SinkReport>({ sink: 'vtunnel', type: 'failed', error: 'refused', retryInMs: 2 }), timer(2, scheduler).pipe(map(() => wrote)));
+      }),
+      endWith<SinkReport>({ sink: 'vtunnel', type: 'withdrawn', count: 0 }),
+    );
 }
 
-test('status: the tracker follows a real createAgent pipeline in virtual time', marbles(({ hot, cold, expectObservable }, scheduler) => {
-  const tracker = statusTracker({ now: () => scheduler.now() });
+test('status: the tracker follows a real createAgent pipeline in virtual time, one fold per synchronous batch', marbles(({ hot, cold, expectObservable }, scheduler) => {
+  const tracker = statusTracker({ now: () => scheduler.now(), scheduler });
   const docker = hot<SourceEvent>('-a 19ms b 19ms c', { a: snapshot([['c1', [d80]]]), b: upsert('c2', [d81]), c: remove('c1') });
   const agent = createAgent(
-    { sources: { docker }, routes: [{ sink: flakySink(), sources: ['docker'], name: 'vtunnel' }], coalesceMs: 0, scheduler, observer: tracker.observer },
+    { sources: { docker }, routes: [{ sink: flakySink(scheduler), sources: ['docker'], name: 'vtunnel' }], coalesceMs: 0, scheduler, observer: tracker.observer },
     cold('60ms s'),
   );
   const connection = tracker.connection('docker');
@@ -180,19 +177,21 @@ test('status: the tracker follows a real createAgent pipeline in virtual time', 
   agent.subscribe();
   const summary = tracker.status$.pipe(map((s) => JSON.stringify({ f: forwards(s), ok: healthView(s).ok })), distinctUntilChanged());
   const at = (f: Record<string, string>, ok: boolean): string => JSON.stringify({ f, ok });
-  // started and connected at 0; the first write fails and its retry applies; c1 goes at 41
-  expectObservable(summary, '^ 58ms !').toBe('a(bcde) 14ms (fgh) 15ms (ijk)', {
+  // started and connected at 0 (no change to see); the first write fails at 1 and its retry
+  // applies at 3; c2 comes at 21 and c1 goes at 41, each applied in the same batch
+  expectObservable(summary, '^ 58ms !').toBe('ab-c 17ms d 19ms e', {
     a: at({}, true),
-    b: at({ [k80]: 'docker → ' }, true),
-    c: at({ [k80]: 'docker → vtunnel:pending@1' }, false),
-    d: at({ [k80]: 'docker → vtunnel:failed:refused@1' }, false),
-    e: at({ [k80]: 'docker → vtunnel:applied@1' }, true),
-    f: at({ [k80]: 'docker → vtunnel:applied@1', [k81]: 'docker → ' }, true),
-    g: at({ [k80]: 'docker → vtunnel:applied@1', [k81]: 'docker → vtunnel:pending@21' }, false),
-    h: at({ [k80]: 'docker → vtunnel:applied@1', [k81]: 'docker → vtunnel:applied@21' }, true),
-    i: at({ [k80]: ' → vtunnel:applied@1', [k81]: 'docker → vtunnel:applied@21' }, true),
-    j: at({ [k80]: ' → vtunnel:pending(removing)@41', [k81]: 'docker → vtunnel:applied@21' }, false),
-    k: at({ [k81]: 'docker → vtunnel:applied@21' }, true),
+    b: at({ [k80]: 'docker → vtunnel:failed:refused@1' }, false),
+    c: at({ [k80]: 'docker → vtunnel:applied@3' }, true),
+    d: at({ [k80]: 'docker → vtunnel:applied@3', [k81]: 'docker → vtunnel:applied@21' }, true),
+    e: at({ [k81]: 'docker → vtunnel:applied@21' }, true),
   });
-  expectObservable(tracker.settled$, '^ 58ms !').toBe('-a 19ms b 19ms c', { a: { sink: 'vtunnel', ms: 0 }, b: { sink: 'vtunnel', ms: 0 }, c: { sink: 'vtunnel', ms: 0 } });
+  expectObservable(tracker.settled$, '^ 58ms !').toBe('---a 17ms b 19ms c', { a: { sink: 'vtunnel', ms: 2 }, b: { sink: 'vtunnel', ms: 0 }, c: { sink: 'vtunnel', ms: 0 } });
 }));
+
+test('status: current() folds what is queued, so a read right after an event already sees it', () => {
+  const tracker = statusTracker();
+  tracker.observer.claims('docker', add(d80));
+  assert.deepEqual(forwards(tracker.current()), { [k80]: 'docker → ' });
+  tracker.close();
+});

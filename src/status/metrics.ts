@@ -89,10 +89,9 @@ function perSource(registry: Registry, read: () => AgentStatus): void {
 
 function perSink(registry: Registry, read: () => AgentStatus): void {
   gaugeOf(registry, 'portstream_sink_forwards', 'Forwards per sink, by state: applied, pending or failed', ['sink', 'state'], () => {
-    const status = read();
-    return Object.entries(status.sinks).flatMap(([sink, s]) => {
+    return Object.entries(read().sinks).flatMap(([sink, s]) => {
       let failed = 0;
-      for (const key of s.unsettled) if (status.forwards.get(key)?.sinks[sink]?.state === 'failed') failed += 1;
+      for (const state of s.unsettled.values()) if (state === 'failed') failed += 1;
       return [
         [{ sink, state: 'applied' }, s.applied],
         [{ sink, state: 'pending' }, s.unsettled.size - failed],

@@ -1,6 +1,7 @@
 import { defer, map, scan, type OperatorFunction } from 'rxjs';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
 import type { SinkReport } from '../sinks/sink.js';
+import { ShardedMap, type ShardedMapEdit } from './shardedMap.js';
 
 /**
  * The agent's status as a fold of what passes through it: which forwards it holds, who claims
@@ -56,9 +57,11 @@ export interface SinkStatus {
   readonly failures: number;
   /** Forwards it has applied. */
   readonly applied: number;
-  /** Keys it has not settled: pending or failed. */
-  readonly unsettled: ReadonlySet<PortKey>;
+  /** The forwards it has not settled, and whether each is pending or failed. */
+  readonly unsettled: ReadonlyMap<PortKey, Unsettled>;
 }
+
+export type Unsettled = 'pending' | 'failed';
 
 export interface AgentStatus {
   readonly forwards: ReadonlyMap<PortKey, ForwardStatus>;
@@ -88,10 +91,10 @@ export interface StatusStep {
   readonly settled: readonly Settled[];
 }
 
-export const emptyStatus: AgentStatus = { forwards: new Map(), sources: {}, sinks: {} };
+export const emptyStatus: AgentStatus = { forwards: ShardedMap.empty(), sources: {}, sinks: {} };
 
 const newSource: SourceStatus = { connected: false, events: 0, reconnects: 0, forwards: 0 };
-const newSink: SinkStatus = { inSync: true, failing: false, writes: 0, failures: 0, applied: 0, unsettled: new Set() };
+const newSink: SinkStatus = { inSync: true, failing: false, writes: 0, failures: 0, applied: 0, unsettled: ShardedMap.empty() };
 
 /**
  * Folds inputs into status steps, from `seed` (a fresh fold per subscription).
@@ -111,7 +114,20 @@ export function statusOf(): OperatorFunction<StatusInput, AgentStatus> {
 
 /** The status after `input`, and what it settled. Pure: `state` is left as it was. */
 export function reduceStatus(state: AgentStatus, input: StatusInput): StatusStep {
+  return reduceStatusAll(state, [input]);
+}
+
+/**
+ * The status after all of `inputs`, in order: the same as reducing them one by one, but each
+ * shard of the forwards is copied at most once for the lot (one event is four inputs).
+ */
+export function reduceStatusAll(state: AgentStatus, inputs: readonly StatusInput[]): StatusStep {
   const draft = new Draft(state);
+  for (const input of inputs) apply(draft, input);
+  return draft.done();
+}
+
+function apply(draft: Draft, input: StatusInput): void {
   switch (input.type) {
     case 'start':
       for (const name of input.sources) draft.source(name);
@@ -143,7 +159,6 @@ export function reduceStatus(state: AgentStatus, input: StatusInput): StatusStep
       applyReport(draft, input.sink, input.report, input.at);
       break;
   }
-  return draft.done();
 }
 
 function applyClaims(draft: Draft, source: string, delta: PortDelta, at: number): void {
@@ -189,14 +204,14 @@ function applyReport(draft: Draft, sink: string, report: SinkReport, at: number)
       break;
     case 'resent':
       // The whole state went out and arrived: whatever was still being added is there now.
-      for (const key of draft.sink(sink).unsettled) settle(draft, sink, key, false, at);
+      for (const key of draft.unsettledKeys(sink)) settle(draft, sink, key, false, at);
       draft.updateSink(sink, (s) => ({ ...s, writes: s.writes + 1, failing: false }));
       break;
     case 'failed':
       applyFailure(draft, sink, report.error, failedForwards(report), at);
       break;
     case 'withdrawn':
-      for (const [key, entry] of draft.forwardsOf()) if (entry.sinks[sink]) draft.setSinkState(key, sink, undefined);
+      for (const [key, entry] of draft.forwardsNow()) if (entry.sinks[sink]) draft.setSinkState(key, sink, undefined);
       break;
   }
 }
@@ -225,7 +240,7 @@ function failedForwards(report: SinkReport & { type: 'failed' }): readonly Forwa
  * until a write succeeds.
  */
 function applyFailure(draft: Draft, sink: string, error: string, named: readonly Forward[] | undefined, at: number): void {
-  const keys = named ? named.map(portKey) : [...draft.sink(sink).unsettled];
+  const keys = named ? named.map(portKey) : draft.unsettledKeys(sink);
   for (const key of keys) {
     const current = draft.forward(key)?.sinks[sink];
     if (current) draft.setSinkState(key, sink, { state: 'failed', removing: current.removing, since: at, error });
@@ -234,16 +249,17 @@ function applyFailure(draft: Draft, sink: string, error: string, named: readonly
 }
 
 /**
- * The next state, built by copying only what one input changes: the forwards map at most once,
- * each touched sink's unsettled set at most once. Keeps `applied`, `unsettled` and `inSync` in
- * step with the per-forward states, so reading them never needs a walk over every forward.
+ * The next state, built by copying only what one input changes (the touched shards of the
+ * forwards and of each touched sink's unsettled forwards). Keeps `applied`, `unsettled` and
+ * `inSync` in step with the per-forward states, so reading them never needs a walk over every
+ * forward.
  */
 class Draft {
   readonly settled: Settled[] = [];
-  private forwards: Map<PortKey, ForwardStatus> | undefined;
+  private forwards: ShardedMapEdit<ForwardStatus> | undefined;
   private readonly sources: Record<string, SourceStatus>;
   private readonly sinks: Record<string, SinkStatus>;
-  private readonly ownSets = new Set<string>();
+  private readonly unsettled = new Map<string, ShardedMapEdit<Unsettled>>();
 
   constructor(private readonly base: AgentStatus) {
     this.sources = { ...base.sources };
@@ -251,16 +267,23 @@ class Draft {
   }
 
   forward(key: PortKey): ForwardStatus | undefined {
-    return (this.forwards ?? this.base.forwards).get(key);
+    return this.forwards ? this.forwards.get(key) : this.base.forwards.get(key);
   }
 
-  forwardsOf(): ReadonlyMap<PortKey, ForwardStatus> {
-    return new Map(this.forwards ?? this.base.forwards);
+  /** The forwards as they are now, copied out so that they can be changed while walking them. */
+  forwardsNow(): [PortKey, ForwardStatus][] {
+    return [...(this.forwards ? this.forwards.entries() : this.base.forwards)];
+  }
+
+  /** The keys the sink has not settled, as they are now. */
+  unsettledKeys(sink: string): PortKey[] {
+    const edit = this.unsettled.get(sink);
+    return [...(edit ? edit.entries() : this.sink(sink).unsettled)].map(([key]) => key);
   }
 
   /** Stores `entry`, or drops it once no source claims it and no sink still has it. */
   putForward(entry: ForwardStatus): void {
-    this.forwards ??= new Map(this.base.forwards);
+    this.forwards ??= ShardedMap.of(this.base.forwards).edit();
     if (entry.sources.length === 0 && Object.keys(entry.sinks).length === 0) this.forwards.delete(entry.key);
     else this.forwards.set(entry.key, entry);
   }
@@ -271,15 +294,11 @@ class Draft {
     const prev = entry.sinks[sink];
     const sinks = next ? { ...entry.sinks, [sink]: next } : Object.fromEntries(Object.entries(entry.sinks).filter(([name]) => name !== sink));
     this.putForward({ ...entry, sinks });
-    const wasApplied = prev?.state === 'applied' ? 1 : 0;
-    const isApplied = next?.state === 'applied' ? 1 : 0;
-    const unsettled = next !== undefined && next.state !== 'applied';
-    const s = this.sink(sink);
-    if (wasApplied === isApplied && s.unsettled.has(key) === unsettled) return;
-    const set = this.ownSet(sink);
-    if (unsettled) set.add(key);
-    else set.delete(key);
-    this.updateSink(sink, (t) => ({ ...t, applied: t.applied - wasApplied + isApplied }));
+    const unsettled = this.unsettledOf(sink);
+    if (next && next.state !== 'applied') unsettled.set(key, next.state);
+    else unsettled.delete(key);
+    const appliedBy = (next?.state === 'applied' ? 1 : 0) - (prev?.state === 'applied' ? 1 : 0);
+    this.updateSink(sink, (s) => (appliedBy === 0 ? s : { ...s, applied: s.applied + appliedBy }));
   }
 
   source(name: string): SourceStatus {
@@ -296,21 +315,23 @@ class Draft {
 
   updateSink(name: string, f: (s: SinkStatus) => SinkStatus): void {
     const next = f(this.sink(name));
-    this.sinks[name] = { ...next, inSync: !next.failing && next.unsettled.size === 0 };
+    const unsettled = this.unsettled.get(name)?.size() ?? next.unsettled.size;
+    this.sinks[name] = { ...next, inSync: !next.failing && unsettled === 0 };
   }
 
   done(): StatusStep {
-    const status: AgentStatus = { forwards: this.forwards ?? this.base.forwards, sources: this.sources, sinks: this.sinks };
+    for (const [name, edit] of this.unsettled) this.sinks[name] = { ...this.sink(name), unsettled: edit.done() };
+    this.unsettled.clear();
+    const status: AgentStatus = { forwards: this.forwards?.done() ?? this.base.forwards, sources: this.sources, sinks: this.sinks };
     return { status, settled: this.settled };
   }
 
-  /** The sink's unsettled set, copied on its first change in this step. */
-  private ownSet(sink: string): Set<PortKey> {
-    const s = this.sink(sink);
-    if (!this.ownSets.has(sink)) {
-      this.ownSets.add(sink);
-      this.sinks[sink] = { ...s, unsettled: new Set(s.unsettled) };
+  private unsettledOf(sink: string): ShardedMapEdit<Unsettled> {
+    let edit = this.unsettled.get(sink);
+    if (!edit) {
+      edit = ShardedMap.of(this.sink(sink).unsettled).edit();
+      this.unsettled.set(sink, edit);
     }
-    return this.sink(sink).unsettled as Set<PortKey>;
+    return edit;
   }
 }

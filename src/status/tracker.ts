@@ -1,7 +1,8 @@
-import { BehaviorSubject, Subject, type Observable } from 'rxjs';
+import { asapScheduler, BehaviorSubject, Subject, type Observable, type SchedulerLike, type Subscription } from 'rxjs';
 import { errorMessage } from '../errors.js';
+import { moduleLogger, type Logger } from '../log.js';
 import type { AgentObserver, ConnectionReporter } from './observer.js';
-import { emptyStatus, foldStatus, type AgentStatus, type Settled, type StatusInput } from './state.js';
+import { emptyStatus, reduceStatusAll, type AgentStatus, type Settled, type StatusInput } from './state.js';
 
 /**
  * The agent's status as the library offers it: give `observer` to `createAgent` (in the plan)
@@ -23,40 +24,68 @@ export interface StatusTracker {
 export interface StatusTrackerOptions {
   /** The clock the status's times come from; epoch milliseconds by default. */
   readonly now?: () => number;
+  /** Where the fold of a batch of inputs runs; `asapScheduler` (right after the current task) by default. */
+  readonly scheduler?: SchedulerLike;
+  readonly log?: Logger;
 }
 
+/**
+ * Inputs are queued and folded together (`reduceStatusAll`) once the synchronous work that made
+ * them is done (an event's taps, its sink write): the event path pays only a push onto an array,
+ * and a batch copies each changed part of the state once. `current()` folds whatever is queued
+ * first, so it is never behind.
+ */
 export function statusTracker(opts: StatusTrackerOptions = {}): StatusTracker {
   const now = opts.now ?? Date.now;
-  const inputs = new Subject<StatusInput>();
+  const scheduler = opts.scheduler ?? asapScheduler;
+  const log = opts.log ?? moduleLogger('status');
   const state = new BehaviorSubject<AgentStatus>(emptyStatus);
   const settled = new Subject<Settled>();
-  // The one place the fold runs, so its result is there for a scrape without re-folding.
-  const folding = inputs.pipe(foldStatus()).subscribe({
-    next: (step) => {
+  let queue: StatusInput[] = [];
+  let pending: Subscription | undefined;
+  let closed = false;
+  const flush = (): void => {
+    pending?.unsubscribe();
+    pending = undefined;
+    if (queue.length === 0) return;
+    const batch = queue;
+    queue = [];
+    try {
+      const step = reduceStatusAll(state.getValue(), batch);
       state.next(step.status);
       for (const s of step.settled) settled.next(s);
-    },
-    error: (err: unknown) => { state.error(err); },
-  });
+    } catch (err) {
+      // A defect in the fold must not take the agent down: the status misses this batch, and says so.
+      log.error({ err }, `the status could not take in ${String(batch.length)} changes: ${errorMessage(err)}`);
+    }
+  };
+  const push = (input: StatusInput): void => {
+    if (closed) return;
+    queue.push(input);
+    pending ??= scheduler.schedule(flush);
+  };
   const observer: AgentObserver = {
-    start: (sources, sinks) => { inputs.next({ type: 'start', at: now(), sources, sinks }); },
-    event: (source) => { inputs.next({ type: 'event', at: now(), source }); },
-    claims: (source, delta) => { inputs.next({ type: 'claims', at: now(), source, delta }); },
-    routed: (sink, delta) => { inputs.next({ type: 'routed', at: now(), sink, delta }); },
-    report: (sink, report) => { inputs.next({ type: 'report', at: now(), sink, report }); },
+    start: (sources, sinks) => { push({ type: 'start', at: now(), sources, sinks }); },
+    event: (source) => { push({ type: 'event', at: now(), source }); },
+    claims: (source, delta) => { push({ type: 'claims', at: now(), source, delta }); },
+    routed: (sink, delta) => { push({ type: 'routed', at: now(), sink, delta }); },
+    report: (sink, report) => { push({ type: 'report', at: now(), sink, report }); },
   };
   return {
     observer,
     connection: (source) => ({
-      connected: () => { inputs.next({ type: 'connected', at: now(), source }); },
-      disconnected: (error) => { inputs.next({ type: 'disconnected', at: now(), source, error: errorMessage(error) }); },
+      connected: () => { push({ type: 'connected', at: now(), source }); },
+      disconnected: (error) => { push({ type: 'disconnected', at: now(), source, error: errorMessage(error) }); },
     }),
     status$: state.asObservable(),
     settled$: settled.asObservable(),
-    current: () => state.getValue(),
+    current: () => {
+      flush();
+      return state.getValue();
+    },
     close: () => {
-      folding.unsubscribe();
-      inputs.complete();
+      flush();
+      closed = true;
       state.complete();
       settled.complete();
     },

@@ -37,7 +37,12 @@ export function forwardsView(status: AgentStatus): ForwardView[] {
 function byPort(a: ForwardStatus, b: ForwardStatus): number {
   const f = a.forward;
   const g = b.forward;
-  return f.hostPort - g.hostPort || f.hostIp.localeCompare(g.hostIp) || f.protocol.localeCompare(g.protocol);
+  // Plain comparisons: localeCompare is ICU's, and a sort of 10,000 forwards would spend most of its time there.
+  return f.hostPort - g.hostPort || compare(f.hostIp, g.hostIp) || compare(f.protocol, g.protocol);
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function forwardView(entry: ForwardStatus): ForwardView {
@@ -65,16 +70,15 @@ export function healthView(status: AgentStatus): HealthView {
   }
   const sinks: Record<string, HealthView['sinks'][string]> = {};
   for (const [name, s] of Object.entries(status.sinks)) {
-    let pending = 0;
     let failed = 0;
     const errors = new Set<string>();
-    for (const key of s.unsettled) {
-      const state = status.forwards.get(key)?.sinks[name];
-      if (state?.state === 'failed') {
-        failed += 1;
-        if (state.error !== undefined) errors.add(state.error);
-      } else pending += 1;
+    for (const [key, state] of s.unsettled) {
+      if (state !== 'failed') continue;
+      failed += 1;
+      const error = errors.size < 3 ? status.forwards.get(key)?.sinks[name]?.error : undefined;
+      if (error !== undefined) errors.add(error);
     }
+    const pending = s.unsettled.size - failed;
     sinks[name] = {
       inSync: s.inSync,
       pending,
@@ -84,7 +88,7 @@ export function healthView(status: AgentStatus): HealthView {
     };
     if (s.inSync) continue;
     const counts = [failed > 0 && `${String(failed)} failed`, pending > 0 && `${String(pending)} pending`].filter(Boolean).join(', ');
-    const why = errors.size > 0 ? [...errors].slice(0, 3).join('; ') : s.failing ? (s.lastError ?? 'its last write failed') : 'not applied yet';
+    const why = errors.size > 0 ? [...errors].join('; ') : s.failing ? (s.lastError ?? 'its last write failed') : 'not applied yet';
     problems.push(`sink ${name}: not in sync${counts === '' ? '' : ` (${counts})`}: ${why}`);
   }
   return { ok: problems.length === 0, problems, sources, sinks };

@@ -52,3 +52,24 @@ export { hostSwitchSink, httpRequester, type HostSwitchSinkOptions } from './sin
 export { startHostReceiver, hostReceiver, type HostReceiver, type HostReceiverOptions } from './host/receiver.js';
 export { runHost } from './host/cli.js';
 export { errorMessage } from './errors.js';
+export { statusTracker, type StatusTracker, type StatusTrackerOptions } from './status/tracker.js';
+export type { AgentObserver, ConnectionReporter } from './status/observer.js';
+export {
+  reduceStatus,
+  reduceStatusAll,
+  foldStatus,
+  statusOf,
+  emptyStatus,
+  type AgentStatus,
+  type ForwardStatus,
+  type SinkForwardState,
+  type SinkStatus,
+  type SourceStatus,
+  type StatusInput,
+  type StatusStep,
+  type Settled,
+} from './status/state.js';
+export { forwardsView, healthView, type ForwardView, type HealthView } from './status/views.js';
+export { statusMetrics, type StatusMetrics } from './status/metrics.js';
+export { serveStatus, type StatusServer } from './status/server.js';
+export { parseStatusAddr, defaultStatusSocket, type StatusAddress } from './status/address.js';

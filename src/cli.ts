@@ -16,7 +16,7 @@ import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from
 import { errorMessage } from './errors.js';
 import { runStatus } from './status/command.js';
 import type { ConnectionReporter } from './status/observer.js';
-import { startStatusEndpoint, type StatusEndpoint } from './status/endpoint.js';
+import type { StatusEndpoint } from './status/endpoint.js';
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -48,7 +48,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   let routes: Route[];
   let status: StatusEndpoint | undefined;
   try {
-    status = config.statusAddr && (await startStatusEndpoint(config.statusAddr));
+    // Imported only when asked for: prom-client and its collectors are memory an agent without it does not need.
+    if (config.statusAddr) status = await (await import('./status/endpoint.js')).startStatusEndpoint(config.statusAddr);
     const connection = (kind: SourceKind) => status?.tracker.connection(kind);
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
     sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, connection(kind))] as const)));

@@ -19,6 +19,7 @@ import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
 import { benchDistribution } from './distribution.js';
+import { benchStatus } from './status.js';
 import { benchDockerAdd } from './dockerAdd.js';
 import { benchHostSwitch } from './hostswitch.js';
 import { benchProcnet } from './procnet.js';
@@ -252,6 +253,7 @@ async function benchRealDocker(): Promise<void> {
 
 benchDiffAndMerge();
 await benchSynthetic();
+await benchStatus(quick);
 await benchRealDocker();
 await benchDockerAdd(quick);
 await benchContainerd(quick);

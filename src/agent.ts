@@ -3,6 +3,7 @@ import {
   catchError,
   concat,
   connectable,
+  identity,
   defer,
   EMPTY,
   ignoreElements,
@@ -21,6 +22,7 @@ import {
   throwError,
   timer,
   type Connectable,
+  type MonoTypeOperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
 import { coalesceDeltas } from '../operators/coalesceDeltas.js';
@@ -32,6 +34,7 @@ import { errorMessage } from './errors.js';
 import { moduleLogger, type Logger } from './log.js';
 import { portKey, type Forward, type PortDelta, type PortKey, type SourceEvent } from './model.js';
 import type { Sink, SinkReport } from './sinks/sink.js';
+import type { AgentObserver } from './status/observer.js';
 
 /** A sink and the names of the sources whose ports it publishes. */
 export interface Route {
@@ -53,6 +56,8 @@ export interface AgentPlan {
   readonly backoff?: AgentBackoff;
   readonly log?: Logger;
   readonly scheduler?: SchedulerLike;
+  /** Told what flows through the agent, for its status (`statusTracker`, docs/status.md). */
+  readonly observer?: AgentObserver;
 }
 
 /** `Backoff`, plus how long a part must run without failing for its waits to start small again. */
@@ -102,7 +107,9 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
   const maxWindowMs = Math.max(windowMs, plan.maxCoalesceMs ?? defaultMaxCoalesceMs);
   const routes = plan.routes.map((route, i) => ({ ...route, name: route.name ?? `sink ${String(i + 1)}` })).filter((r) => r.sources.length > 0);
   if (routes.length === 0) return EMPTY;
+  const seen = observing(plan.observer);
   return new Observable<SinkReport>((subscriber) => {
+    plan.observer?.start([...new Set(routes.flatMap((route) => route.sources))], routes.map((route) => route.name));
     // One stop for every part, however late it subscribes (a sink restarting after the stop).
     const stopped = new ReplaySubject<void>(1);
     const ctx: Context = {
@@ -125,7 +132,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     const deltasOf = (name: string): Observable<PortDelta> => {
       let deltas = shared.get(name);
       if (!deltas) {
-        const events = resilientDeltas(name, plan.sources[name] ?? EMPTY, ctx);
+        const events = resilientDeltas(name, (plan.sources[name] ?? EMPTY).pipe(seen.event(name)), ctx).pipe(seen.claims(name));
         deltas = connectable(events, { connector: () => new Subject<PortDelta>(), resetOnDisconnect: false });
         shared.set(name, deltas);
       }
@@ -133,7 +140,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     };
     const runs = routes.map((route) => {
       const merged = mergeDeltas(...route.sources.map(deltasOf)).pipe(coalesceDeltas(windowMs, plan.scheduler, maxWindowMs));
-      return runSink(route.name, route.sink, merged, ctx);
+      return runSink(route.name, route.sink, merged.pipe(seen.routed(route.name)), ctx).pipe(seen.report(route.name));
     });
     subscription.add(merge(...runs).subscribe(subscriber));
     for (const deltas of shared.values()) subscription.add(deltas.connect());
@@ -236,4 +243,22 @@ function runSink(name: string, sink: Sink, merged: Observable<PortDelta>, ctx: C
     );
     return merge(failures, runs, follow);
   });
+}
+
+interface Taps {
+  event(source: string): MonoTypeOperatorFunction<SourceEvent>;
+  claims(source: string): MonoTypeOperatorFunction<PortDelta>;
+  routed(sink: string): MonoTypeOperatorFunction<PortDelta>;
+  report(sink: string): MonoTypeOperatorFunction<SinkReport>;
+}
+
+/** Taps for the observer; without one, the pipeline is exactly what it was (no tap at all). */
+function observing(observer: AgentObserver | undefined): Taps {
+  if (!observer) return { event: () => identity, claims: () => identity, routed: () => identity, report: () => identity };
+  return {
+    event: (source: string) => tap<SourceEvent>(() => { observer.event(source); }),
+    claims: (source: string) => tap<PortDelta>((delta) => { observer.claims(source, delta); }),
+    routed: (sink: string) => tap<PortDelta>((delta) => { observer.routed(sink, delta); }),
+    report: (sink: string) => tap<SinkReport>((report) => { observer.report(sink, report); }),
+  };
 }

@@ -18,6 +18,8 @@ import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
+import type { ConnectionReporter } from './status/observer.js';
+import type { StatusEndpoint } from './status/endpoint.js';
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -31,6 +33,7 @@ export interface Io {
 export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   // The host side is a different program; an agent does not load it.
   if (argv[0] === 'host') return (await import('./host/cli.js')).runHost(argv.slice(1), io);
+  if (argv[0] === 'status') return (await import('./status/command.js')).runStatus(argv.slice(1), io);
   if (argv.length === 1 && (argv[0] === '-version' || argv[0] === '--version')) {
     io.stdout.write(`portstream ${version()}\n`);
     return 0;
@@ -52,16 +55,22 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
   let routes: Route[];
+  let status: StatusEndpoint | undefined;
   try {
+    // Imported only when asked for: prom-client and its collectors are memory an agent without it does not need.
+    if (config.statusAddr) status = await (await import('./status/endpoint.js')).startStatusEndpoint(config.statusAddr);
+    const connection = (kind: SourceKind) => status?.tracker.connection(kind);
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
+    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, connection(kind))] as const)));
     routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logs), sources: r.sources, name: r.sink }));
   } catch (error) {
+    await status?.close();
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
-  if (routes.length === 0) return idle(io);
-  return run({ sources, routes }, wiring, io);
+  const code = routes.length === 0 ? await idle(io) : await run({ sources, routes, ...(status && { observer: status.tracker.observer }) }, wiring, io);
+  await status?.close();
+  return code;
 }
 
 /**
@@ -113,23 +122,25 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
  * The stream of one backend. Each is imported only when enabled: the Kubernetes client, gRPC and
  * dockerode are most of the agent's memory, and an agent that watches iptables alone needs none.
  */
-async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observable<SourceEvent>> {
+async function sourceFor(kind: SourceKind, config: AgentConfig, connection?: ConnectionReporter): Promise<Observable<SourceEvent>> {
+  const opts = connection && { connection };
   switch (kind) {
     case 'docker': {
       const [{ dockerEvents }, { dockerodeClient }] = await Promise.all([import('../streams/docker.js'), import('../streams/dockerClient.js')]);
-      return dockerEvents(dockerodeClient());
+      return dockerEvents(dockerodeClient(), opts);
     }
     case 'containerd': {
       const [{ containerdEvents }, { grpcContainerdClient }] = await Promise.all([import('../streams/containerd.js'), import('../streams/containerdClient.js')]);
-      return containerdEvents(grpcContainerdClient(containerdSocket(config)));
+      return containerdEvents(grpcContainerdClient(containerdSocket(config)), opts);
     }
     case 'iptables': {
       const [{ iptablesEvents }, { nodeIptablesClient }] = await Promise.all([import('../streams/iptables.js'), import('../streams/iptablesClient.js')]);
-      return iptablesEvents(nodeIptablesClient());
+      return iptablesEvents(nodeIptablesClient(), opts);
     }
     case 'kubernetes': {
       const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubernetesClient.js')]);
       return kubernetesServices(kubeconfigClients(config.kubeconfig), {
+        ...opts,
         listenerAddr: config.k8sServiceListenerAddr,
         // The API port goes to the host only through the vtunnel or host-switch: a placeholder
         // on 6443 in listener mode would keep k3s from binding it (WSL forwards k3s's own).

@@ -2,6 +2,7 @@ import { isIPv4 } from 'node:net';
 import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
 import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
 import { defaultProcnetExclude, parsePortList, type PortRange } from '../streams/procnetPolicy.js';
+import { parseStatusAddr, type StatusAddress } from './status/address.js';
 
 export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
 
@@ -48,6 +49,12 @@ export const agentFlags = [
     default: defaultProcnetExclude,
     usage: 'ports and LOW-HIGH ranges, comma separated, that -procnet never forwards (the VM\'s own infrastructure; -k8sAPIPort is always among them)',
   },
+  {
+    name: 'statusAddr',
+    kind: 'string',
+    default: '',
+    usage: 'serve /healthz, /forwards and /metrics on this unix socket `path`, 127.0.0.1:PORT or [::1]:PORT (off when unset)',
+  },
 ] as const;
 
 export type AgentFlagName = (typeof agentFlags)[number]['name'];
@@ -74,6 +81,8 @@ export interface AgentConfig {
   /** Whether the host-network source runs: as given, else on exactly when a vtunnel or host-switch sink is in use. */
   readonly procnet: boolean;
   readonly procnetExclude: readonly PortRange[];
+  /** Where the status endpoint listens; unset: no endpoint (docs/status.md). */
+  readonly statusAddr: StatusAddress | undefined;
   /** Flag names (as on the command line, e.g. `tap-interface-ip`) that were given explicitly. */
   readonly explicit: ReadonlySet<string>;
   /** True only for an empty command line: then the agent auto-detects its backends. */
@@ -154,6 +163,7 @@ export function parseConfig(argv: readonly string[]): ConfigResult {
       debug: v.debug,
       procnet: parsed.explicit.has('procnet') ? v.procnet : v.privilegedService || v.hostSwitchURL !== '',
       procnetExclude: 'ranges' in exclude ? exclude.ranges : [],
+      statusAddr: v.statusAddr === '' ? undefined : (parseStatusAddr(v.statusAddr) as StatusAddress),
       explicit: parsed.explicit,
       autoDetect: argv.length === 0,
     },
@@ -177,6 +187,8 @@ function validate(v: FlagValues<typeof agentFlags>): string | undefined {
   if (!Number.isInteger(v.k8sAPIPort) || v.k8sAPIPort < 1 || v.k8sAPIPort > 65535) {
     return invalid('k8sAPIPort', v.k8sAPIPort, 'must be a port number 1..65535');
   }
+  const status = v.statusAddr === '' ? undefined : parseStatusAddr(v.statusAddr);
+  if (status && 'error' in status) return invalid('statusAddr', v.statusAddr, status.error);
   return undefined;
 }
 
@@ -197,7 +209,7 @@ function positionalError(argv: readonly string[], positional: readonly string[])
   if (bool !== undefined && agentFlags.some((d) => d.name === bool && d.kind === 'bool') && parseGoBool(first) !== undefined) {
     return `unexpected argument ${JSON.stringify(first)}: a bool flag takes its value as -${bool}=${first}`;
   }
-  if (first === 'host') return 'unexpected argument "host": the host subcommand must come before any flag';
+  if (first === 'host' || first === 'status') return `unexpected argument "${first}": the ${first} subcommand must come before any flag`;
   return `unexpected argument ${JSON.stringify(first)}: portstream takes only flags`;
 }
 

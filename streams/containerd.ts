@@ -25,6 +25,7 @@ import type { ContainerDelete__Output } from './containerd-types/containerd/even
 import type { Process__Output } from './containerd-types/containerd/v1/types/Process.js';
 import type { Container__Output } from './containerd-types/containerd/services/containers/v1/Container.js';
 import { errorMessage } from '../src/errors.js';
+import type { ConnectionReporter } from '../src/status/observer.js';
 
 /** The event topics portstream follows, with the payload each carries (decoded from the envelope's `Any`). */
 export type ContainerdEvent =
@@ -69,6 +70,8 @@ export interface ContainerdStreamOptions {
   readonly scheduler?: SchedulerLike;
   /** How many `Containers.Get` calls the start-up scan keeps in flight (default 8). */
   readonly lookupConcurrency?: number;
+  /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
+  readonly connection?: ConnectionReporter;
 }
 
 /** A forward's owner: containerd's IDs are unique only within a namespace. */
@@ -108,6 +111,7 @@ export function containerdEvents(client: ContainerdClient, opts: ContainerdStrea
         if (event === CONTAINERD_EVENTS_OPEN) {
           if (!connected) log.info('connected to containerd; scanning every namespace for running tasks');
           connected = true;
+          opts.connection?.connected();
           return scan(ctx, concurrency);
         }
         return handle(ctx, event);
@@ -121,6 +125,7 @@ export function containerdEvents(client: ContainerdClient, opts: ContainerdStrea
         const what = connected ? 'lost containerd' : 'cannot reach containerd';
         log[retryLogLevel(attempt)]({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
+        opts.connection?.disconnected(error);
       },
     }),
   );

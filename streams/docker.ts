@@ -18,6 +18,7 @@ import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed } from './dockerPorts.js';
 import { errorMessage } from '../src/errors.js';
+import type { ConnectionReporter } from '../src/status/observer.js';
 
 /** The slice of a Docker event that portstream reads. */
 export interface DockerEvent {
@@ -59,6 +60,8 @@ export interface DockerStreamOptions {
   /** Bound on one list or inspect: a hung engine is treated as a lost one (reconnect, re-list). */
   readonly requestTimeoutMs?: number;
   readonly scheduler?: SchedulerLike;
+  /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
+  readonly connection?: ConnectionReporter;
 }
 
 export const dockerDefaults = { requestTimeoutMs: 15_000 } as const;
@@ -90,6 +93,7 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
         if (event === EVENTS_OPEN) {
           if (!connected) log.info('connected to the Docker engine; listing containers');
           connected = true;
+          opts.connection?.connected();
           return listAll(client, log, bounded);
         }
         return handle(client, event, log, bounded);
@@ -103,6 +107,7 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
         const what = connected ? 'lost the Docker engine' : 'cannot reach the Docker engine';
         log[retryLogLevel(attempt)]({ attempt, delayMs }, `${what} (${errorMessage(error)}); reconnecting and re-listing in ${String(delayMs)} ms`);
         connected = false;
+        opts.connection?.disconnected(error);
       },
     }),
   );

@@ -23,6 +23,7 @@ import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { cniPortmapRules, parseIptablesSave, unreadableTable, type CountingRule, type Family } from './iptablesRules.js';
 import { errorMessage } from '../src/errors.js';
+import type { ConnectionReporter } from '../src/status/observer.js';
 
 export type { Family } from './iptablesRules.js';
 
@@ -73,6 +74,8 @@ export interface IptablesStreamOptions {
   readonly pollMs?: number;
   /** What counts as a published port. Default: CNI portmap. */
   readonly rules?: readonly CountingRule[];
+  /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
+  readonly connection?: ConnectionReporter;
 }
 
 export const iptablesDefaults = {
@@ -261,12 +264,14 @@ function readRules(
       scheduler,
       onRetry: (error, attempt, delayMs) => {
         state.failing = true;
+        opts.connection?.disconnected(error);
         log[retryLogLevel(attempt)]({ attempt, delayMs }, `cannot read the nat table (${errorMessage(error)}); trying again in ${String(delayMs)} ms`);
       },
     }),
     map(([v4, v6]) => {
       if (state.failing) log.info('reading the nat table works again');
       state.failing = false;
+      opts.connection?.connected();
       const owners = new Map<string, Forward[]>();
       const problems = new Set<string>();
       for (const [family, text] of [['ipv4', v4], ['ipv6', v6]] as const) {

@@ -21,6 +21,7 @@ import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { apiServerForward, apiServerOwner, forwardsOfService, serviceName, type KubeService } from './kubeServices.js';
 import { errorMessage } from '../src/errors.js';
+import type { ConnectionReporter } from '../src/status/observer.js';
 
 /** A `v1.ServiceList` as `GET /api/v1/services` returns it. */
 export interface KubeServiceList {
@@ -71,6 +72,8 @@ export interface KubernetesStreamOptions {
    * `timeoutSeconds` never arrives (a half-open connection). Default 15 min.
    */
   readonly maxWatchMs?: number;
+  /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
+  readonly connection?: ConnectionReporter;
 }
 
 export const defaultListTimeoutMs = 30_000;
@@ -153,6 +156,7 @@ function follow(client: KubeServicesClient, ctx: Context): Observable<SourceEven
           log.info({ services: items.length, resourceVersion }, `listed ${String(items.length)} Services; watching for changes`);
         }
         connected = true;
+        opts.connection?.connected();
         return concat(of(snapshotOf(items, ctx)), watch(client, resourceVersion, ctx));
       }),
     ),
@@ -169,7 +173,9 @@ function follow(client: KubeServicesClient, ctx: Context): Observable<SourceEven
         } else if (connected) {
           log[retryLogLevel(attempt)]({ attempt, delayMs }, `lost the Kubernetes API server (${errorMessage(error)}); reconnecting and ${wait}`);
           connected = false;
+          opts.connection?.disconnected(error);
         } else {
+          opts.connection?.disconnected(error);
           log[retryLogLevel(attempt)]({ attempt, delayMs }, `cannot reach the Kubernetes API server (${errorMessage(error)}); retrying in ${String(delayMs)} ms`);
         }
       },

@@ -36,6 +36,7 @@ const defaults = {
   debug: false,
   procnet: false,
   procnetExclude: defaultExcludeRanges,
+  statusAddr: undefined,
 };
 
 /** The config without the two fields that describe the command line rather than the agent. */
@@ -80,6 +81,7 @@ describe('parseConfig: defaults', () => {
         ['debug', 'bool', false],
         ['procnet', 'bool', false],
         ['procnetExclude', 'string', defaultProcnetExclude],
+        ['statusAddr', 'string', ''],
       ],
     );
   });
@@ -104,6 +106,7 @@ describe('parseConfig: every flag sets its field', () => {
     [['-debug'], 'debug', true],
     [['-procnet'], 'procnet', true],
     [['-procnetExclude', '22, 8000-8100'], 'procnetExclude', [{ from: 22, to: 22 }, { from: 8000, to: 8100 }]],
+    [['-statusAddr', '/run/portstream.sock'], 'statusAddr', { kind: 'unix', path: '/run/portstream.sock' }],
   ];
   for (const [argv, field, value, also] of cases) {
     test(`${argv.join(' ')} → ${field}`, () => {
@@ -295,5 +298,27 @@ describe('agentUsage', () => {
     assert.match(text, /^ {2}-k8sAPIPort int\n {4}\t.*\(default 6443\)$/m);
     assert.match(text, /^ {2}-vtunnelAddr string\n {4}\t.*vsock:\/\/CID:PORT.*\(default "127\.0\.0\.1:3040"\)$/m);
     assert.doesNotMatch(text, /-hostSwitchURL URL\n.*\(default/);
+  });
+});
+
+describe('-statusAddr: a unix socket path or loopback only', () => {
+  const ok: [string, unknown][] = [
+    ['/run/portstream.sock', { kind: 'unix', path: '/run/portstream.sock' }],
+    ['127.0.0.1:9193', { kind: 'tcp', host: '127.0.0.1', port: 9193 }],
+    ['[::1]:9193', { kind: 'tcp', host: '::1', port: 9193 }],
+  ];
+  for (const [value, address] of ok) {
+    test(`${value} is accepted`, () => {
+      assert.deepEqual(config(['-statusAddr', value]).statusAddr, address);
+    });
+  }
+  const refused = ['0.0.0.0:9193', '10.0.0.2:9193', '[::]:9193', 'localhost:9193', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:70000', 'run/x.sock', './x.sock', `/${'x'.repeat(110)}`];
+  for (const value of refused) {
+    test(`${value} is refused, naming the flag`, () => {
+      assert.match(error(['-statusAddr', value]), new RegExp(`^invalid value ${JSON.stringify(value).replace(/[.[\]]/g, '\\$&')} for flag -statusAddr: `));
+    });
+  }
+  test('status after a flag names the fix', () => {
+    assert.match(error(['-docker', 'status']), /the status subcommand must come before any flag/);
   });
 });

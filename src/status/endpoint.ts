@@ -1,0 +1,34 @@
+import type { StatusAddress } from './address.js';
+import { statusMetrics, type StatusMetrics } from './metrics.js';
+import { serveStatus, type StatusServer } from './server.js';
+import { statusTracker, type StatusTracker } from './tracker.js';
+
+/** A tracker, its metrics and the server in front of them: what `-statusAddr` turns on. */
+export interface StatusEndpoint {
+  readonly tracker: StatusTracker;
+  readonly metrics: StatusMetrics;
+  readonly server: StatusServer;
+  close(): Promise<void>;
+}
+
+export async function startStatusEndpoint(address: StatusAddress): Promise<StatusEndpoint> {
+  const tracker = statusTracker();
+  const metrics = statusMetrics(tracker);
+  try {
+    const server = await serveStatus(address, tracker, metrics);
+    return {
+      tracker,
+      metrics,
+      server,
+      close: async () => {
+        await server.close();
+        metrics.close();
+        tracker.close();
+      },
+    };
+  } catch (err) {
+    metrics.close();
+    tracker.close();
+    throw err;
+  }
+}

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { Observable } from 'rxjs';
 import type { TestScheduler } from 'rxjs/testing';
 import { manageBindings, type BindingEvent, type ManageBindingsOptions, type ProxyEvent } from '../src/host/bindings.js';
-import type { HostBinding, PortMapping, VmAddress } from '../src/host/portMapping.js';
+import type { HostBinding, PortMapping, VmAddress } from '../src/wire/parsePortMapping.js';
 import { marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 // The host side's state logic in virtual time: which proxies are open when, and the back-off of

@@ -5,7 +5,7 @@ import type { TestScheduler } from 'rxjs/testing';
 import type { Forward, PortDelta } from '../src/model.js';
 import type { SinkReport } from '../src/sinks/sink.js';
 import { vtunnelSink, type VtunnelSend, type VtunnelSinkOptions } from '../src/sinks/vtunnel.js';
-import { encodePortMapping } from '../src/sinks/vtunnelWire.js';
+import { encodePortMapping } from '../src/wire/portMapping.js';
 import { fwd, marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 // Times below are in frames (1 frame = 1 virtual ms). Back-off: 10, 20, 40, 40, ... (jitter

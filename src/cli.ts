@@ -11,7 +11,7 @@ import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
-import { connectAddrsOf } from './sinks/vtunnelWire.js';
+import { connectAddrsOf } from './wire/connectAddrs.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 

@@ -1,8 +1,8 @@
 import { isIPv4 } from 'node:net';
 import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
-import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
+import { parseVtunnelAddr } from './wire/vtunnelAddress.js';
 
-export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
+export { parseVtunnelAddr, type VtunnelTarget } from './wire/vtunnelAddress.js';
 
 /**
  * The agent's flags, exactly as contracts.md fixes them (names, kinds, defaults), so that the

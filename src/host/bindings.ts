@@ -3,7 +3,8 @@ import { asyncScheduler, defer, Observable, retry, Subscription, tap, timer, typ
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
-import { bindingKey, hostPort, loopsBack, targetFor, type HostBinding, type PortMapping } from './portMapping.js';
+import { bindingKey, hostPort, loopsBack, targetFor } from './targets.js';
+import { type HostBinding, type PortMapping } from '../wire/parsePortMapping.js';
 
 /** What a running proxy tells: it is listening (again, after a retry). */
 export interface ProxyEvent {

@@ -2,14 +2,16 @@ import net from 'node:net';
 import { defer, filter, map, merge, Observable, share, Subject, type SchedulerLike } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import type { BackoffOptions } from '../../operators/reconnectWithBackoff.js';
-import { parseVtunnelAddr } from '../sinks/vtunnelAddress.js';
+import { parseVtunnelAddr } from '../wire/vtunnelAddress.js';
 import { manageBindings, type BindingEvent, type OpenProxy } from './bindings.js';
-import { hostPort, maxPortMappingBytes, parsePortMapping, type HostBinding, type PortMapping } from './portMapping.js';
+import { hostPort } from './targets.js';
+import { maxPortMappingBytes } from '../wire/portMapping.js';
+import { parsePortMapping, type HostBinding, type PortMapping } from '../wire/parsePortMapping.js';
 import { proxyOpener, type ProxyOptions } from './proxy.js';
 
 /**
  * `portstream host`, the host-side receiver, as a library: a TCP server that takes one
- * PortMapping per connection (the vtunnel wire of contracts.md) and keeps one proxy per binding
+ * PortMapping per connection (docs/vtunnel-wire.md) and keeps one proxy per binding
  * (see `manageBindings` and `proxy.ts`).
  *
  *   const host = await startHostReceiver({ listen: '127.0.0.1:3040' });

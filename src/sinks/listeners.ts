@@ -8,7 +8,7 @@ import type { Sink, SinkReport } from './sink.js';
 import { errorMessage } from '../errors.js';
 
 /**
- * Placeholder listeners (contracts.md "Placeholder listeners"): a port exists in the VM only so
+ * Placeholder listeners: a port exists in the VM only so
  * that WSL's localhost forwarding notices it. TCP gets a listening socket on HostIp:HostPort that
  * never reads and resets every connection at once; UDP gets a bound socket; `::` placeholders are
  * IPv6-only, so that `0.0.0.0` and `::` on one port coexist as the two families' rules do.

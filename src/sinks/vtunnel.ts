@@ -16,9 +16,9 @@ import { moduleLogger, type Logger } from '../log.js';
 import { portKey, type Forward, type PortKey, type PortSet } from '../model.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import type { Sink, SinkReport } from './sink.js';
-import { maxPortMappingBytes, splitPortMapping, type ConnectAddr } from './vtunnelWire.js';
+import { maxPortMappingBytes, splitPortMapping, type ConnectAddr } from '../wire/portMapping.js';
 import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
-import { parseVtunnelAddr } from './vtunnelAddress.js';
+import { parseVtunnelAddr } from '../wire/vtunnelAddress.js';
 import { vsockSender } from './vsockTransport.js';
 import { errorMessage } from '../errors.js';
 

@@ -8,12 +8,16 @@ import type { Forward, PortDelta } from '../model.js';
  * - `resent`: a periodic re-send of the whole state (`count` forwards) to a host end that cannot
  *   tell us it restarted; it changes nothing that was already there.
  * - `withdrawn`: after its input completed, the sink removed everything it had published.
+ * - `abandoned`: after its input completed, the sink gave up withdrawing (the host end did not
+ *   answer before the deadline); `forwards` (`count` of them) may stay on the host until it
+ *   restarts, and `error` says why. The sink completes after it, as after `withdrawn`.
  */
 export type SinkReport =
   | { readonly sink: string; readonly type: 'wrote'; readonly added: readonly Forward[]; readonly removed: readonly Forward[] }
   | { readonly sink: string; readonly type: 'failed'; readonly error: string; readonly retryInMs: number }
   | { readonly sink: string; readonly type: 'resent'; readonly count: number }
-  | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number };
+  | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number }
+  | { readonly sink: string; readonly type: 'abandoned'; readonly count: number; readonly forwards: readonly Forward[]; readonly error: string };
 
 /**
  * A sink makes the host agree with the merged deltas it is given. Sinks are state-based: each

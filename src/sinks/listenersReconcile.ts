@@ -1,7 +1,7 @@
 import { jitteredDelay } from '../backoff.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
 import type { SinkReport } from './sink.js';
-import { emptyShared, sharedGet, sharedUpdate, sharedEntries, type SharedMap } from './sharedMap.js';
+import { emptyShared, sharedGet, sharedUpdate, sharedEntries, type SharedMap } from '../sharedMap.js';
 
 /**
  * The listener sink's decisions, as a pure function: `reconcileListeners(state, input)` gives

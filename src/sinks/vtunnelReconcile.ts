@@ -1,7 +1,7 @@
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
 import type { SinkReport } from './sink.js';
-import { emptyShared, sharedEntries, sharedGet, sharedHas, sharedUpdate, sharedValues, type SharedMap } from './sharedMap.js';
+import { emptyShared, sharedEntries, sharedGet, sharedHas, sharedUpdate, sharedValues, type SharedMap } from '../sharedMap.js';
 
 /**
  * The vtunnel sink's decisions, as a pure function: `reconcileVtunnel(state, input)` gives the

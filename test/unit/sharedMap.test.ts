@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { emptyShared, sharedEntries, sharedGet, sharedHas, sharedUpdate, type SharedMap } from '../../src/sinks/sharedMap.js';
+import { emptyShared, sharedEntries, sharedGet, sharedHas, sharedUpdate, type SharedMap } from '../../src/sharedMap.js';
 import { runs } from '../properties/arbitraries.js';
 
 test('property: a SharedMap holds what a Map given the same writes holds, and never changes a map it was given', () => {

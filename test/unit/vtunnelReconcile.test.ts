@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../../src/model.js';
-import { sharedEntries } from '../../src/sinks/sharedMap.js';
+import { sharedEntries } from '../../src/sharedMap.js';
 import {
   initialVtunnelState,
   planRound,

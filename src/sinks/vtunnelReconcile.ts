@@ -118,6 +118,21 @@ function roundOf(s: VtunnelState): Round {
   return { removes, adds };
 }
 
+const keys = new WeakMap<Forward, PortKey>();
+
+/**
+ * `portKey`, remembered per forward: a forward is immutable, and the re-send every 3 s of 10,000
+ * of them would otherwise work every key out again when the peer confirms them.
+ */
+function keyOf(f: Forward): PortKey {
+  let key = keys.get(f);
+  if (key === undefined) {
+    key = portKey(f);
+    keys.set(f, key);
+  }
+  return key;
+}
+
 /** The pure reconcile step of the vtunnel sink. */
 export function reconcileVtunnel(s: VtunnelState, input: VtunnelInput, config: VtunnelConfig): VtunnelStep {
   if (s.done) return { state: s, commands: [] };
@@ -125,7 +140,7 @@ export function reconcileVtunnel(s: VtunnelState, input: VtunnelInput, config: V
     case 'delta':
       return startRound(applyDelta(s, input.delta));
     case 'delivered':
-      return { state: { ...s, onHost: sharedUpdate(s.onHost, input.forwards.map((f) => [portKey(f), input.remove ? undefined : f])) }, commands: [] };
+      return { state: { ...s, onHost: sharedUpdate(s.onHost, input.forwards.map((f) => [keyOf(f), input.remove ? undefined : f])) }, commands: [] };
     case 'sent':
       return succeeded(s, config);
     case 'failed':
@@ -139,8 +154,8 @@ export function reconcileVtunnel(s: VtunnelState, input: VtunnelInput, config: V
 
 function applyDelta(s: VtunnelState, delta: PortDelta): VtunnelState {
   const changes: [PortKey, Forward | undefined][] = [
-    ...delta.removed.map((f): [PortKey, undefined] => [portKey(f), undefined]),
-    ...delta.added.map((f): [PortKey, Forward] => [portKey(f), f]),
+    ...delta.removed.map((f): [PortKey, undefined] => [keyOf(f), undefined]),
+    ...delta.added.map((f): [PortKey, Forward] => [keyOf(f), f]),
   ];
   return { ...s, desired: sharedUpdate(s.desired, changes), dirty: new Set([...s.dirty, ...changes.map(([key]) => key)]) };
 }
@@ -198,7 +213,7 @@ function failed(s: VtunnelState, error: string, random: number, config: VtunnelC
   const state: VtunnelState = {
     ...s,
     // The adds may or may not have arrived: count them as possibly on the host.
-    onHost: sharedUpdate(s.onHost, round.adds.map((f) => [portKey(f), f])),
+    onHost: sharedUpdate(s.onHost, round.adds.map((f) => [keyOf(f), f])),
     inFlight: undefined,
     inSync: false,
     failures,

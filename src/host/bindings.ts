@@ -18,13 +18,13 @@ import {
   queueScheduler,
   scan,
   Subject,
-  switchMap,
   takeWhile,
   tap,
   timer,
   type OperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
+import { switchPerKey } from '../switchPerKey.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import type { Backoff } from '../backoff.js';
@@ -92,7 +92,7 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
     defer(() => {
       const feedback = new Subject<BindingInput>();
       let latest = initialBindingState;
-      const runBinding = (c: BindingCommand): Observable<BindingInput> => {
+      const runBinding = (c: Extract<BindingCommand, { readonly key: string }>): Observable<BindingInput> => {
         if (c.kind === 'open') {
           const { key, gen } = c;
           const first = sharedGet(latest.active, key)?.target ?? '';
@@ -113,14 +113,12 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
         scan((step: BindingStep, input: BindingInput) => reconcileBindings(step.state, input, opts.backoff), { state: initialBindingState, commands: [] }),
         tap((step) => (latest = step.state)),
         concatMap((step) => step.commands),
-        groupBy((c) => (c.kind === 'open' || c.kind === 'wait' || c.kind === 'close' ? `binding:${c.key}` : c.kind), {
-          // A closed binding's group ends with its close (after switchMap has closed the proxy).
-          duration: (group) => group.pipe(filter((c) => c.kind === 'close')),
-        }),
+        groupBy((c) => (c.kind === 'open' || c.kind === 'wait' || c.kind === 'close' ? 'binding' : c.kind)),
         mergeMap((commands$): Observable<BindingEvent | typeof done> => {
-          if (commands$.key.startsWith('binding:')) {
+          if (commands$.key === 'binding') {
             return commands$.pipe(
-              switchMap(runBinding),
+              filter((c): c is Extract<BindingCommand, { readonly key: string }> => 'key' in c),
+              switchPerKey(runBinding),
               tap((input) => {
                 feedback.next(input);
               }),

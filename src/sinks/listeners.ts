@@ -19,12 +19,12 @@ import {
   queueScheduler,
   scan,
   Subject,
-  switchMap,
   takeWhile,
   tap,
   timer,
   type SchedulerLike,
 } from 'rxjs';
+import { switchPerKey } from '../switchPerKey.js';
 import { moduleLogger, type Logger } from '../log.js';
 import type { Forward } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
@@ -87,7 +87,7 @@ export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
   const random = opts.random ?? Math.random;
 
   /** One port's commands: holding its placeholder, or waiting to try again, until the next. */
-  const runPort = (command: ListenerCommand): Observable<ListenerInput> => {
+  const runPort = (command: Extract<ListenerCommand, { readonly key: string }>): Observable<ListenerInput> => {
     if (command.kind === 'hold') {
       const { key, gen } = command;
       return defer(() => binder.hold(command.forward)).pipe(
@@ -106,14 +106,12 @@ export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
         observeOn(queueScheduler),
         scan((step: ListenerStep, input: ListenerInput) => reconcileListeners(step.state, input, config), { state: initialListenerState, commands: [] }),
         concatMap((step) => step.commands),
-        groupBy((c) => (c.kind === 'hold' || c.kind === 'wait' || c.kind === 'close' ? `port:${c.key}` : c.kind), {
-          // A closed port's group ends with its close (after switchMap has let go of the placeholder).
-          duration: (group) => group.pipe(filter((c) => c.kind === 'close')),
-        }),
+        groupBy((c) => (c.kind === 'hold' || c.kind === 'wait' || c.kind === 'close' ? 'port' : c.kind)),
         mergeMap((commands$): Observable<SinkReport | typeof done> => {
-          if (commands$.key.startsWith('port:')) {
+          if (commands$.key === 'port') {
             return commands$.pipe(
-              switchMap(runPort),
+              filter((c): c is Extract<ListenerCommand, { readonly key: string }> => 'key' in c),
+              switchPerKey(runPort),
               tap((input) => {
                 feedback.next(input);
               }),

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Observable, of } from 'rxjs';
 import type { TestScheduler } from 'rxjs/testing';
@@ -19,7 +20,8 @@ const add = (...added: Forward[]): PortDelta => ({ added, removed: [] });
 const del = (...removed: Forward[]): PortDelta => ({ added: [], removed });
 
 const wrote = (added: Forward[], removed: Forward[] = []): SinkReport => ({ sink: 'hostswitch', type: 'wrote', added, removed });
-const failed = (retryInMs: number, error: string): SinkReport => ({ sink: 'hostswitch', type: 'failed', error, retryInMs });
+/** A failure; `forwards` names the forwards of the entry that failed (none when the list could not be read). */
+const failed = (retryInMs: number, error: string, forwards?: Forward[]): SinkReport => ({ sink: 'hostswitch', type: 'failed', error, retryInMs, ...(forwards && { forwards }) });
 const withdrawn = (count: number): SinkReport => ({ sink: 'hostswitch', type: 'withdrawn', count });
 
 interface Spec {
@@ -107,7 +109,7 @@ function record(source: Observable<SinkReport>, scheduler: TestScheduler): strin
     next: (r) => {
       if (r.type === 'wrote') seen.push(`${at()} wrote${r.added.length > 0 ? ` +${keys(r.added)}` : ''}${r.removed.length > 0 ? ` -${keys(r.removed)}` : ''}`);
       else if (r.type === 'failed') seen.push(`${at()} failed (retry in ${String(r.retryInMs)}): ${r.error}`);
-      else seen.push(`${at()} withdrawn ${String(r.count)}`);
+      else if (r.type === 'withdrawn') seen.push(`${at()} withdrawn ${String(r.count)}${r.left === undefined ? '' : ` (${String(r.left)} left)`}`);
     },
     error: (err: unknown) => seen.push(`${at()} error ${err instanceof Error ? err.message : String(err)}`),
     complete: () => seen.push(`${at()} complete`),
@@ -177,9 +179,11 @@ test(
     const one = fwd(8080, { hostIp: '10.0.0.5', owner: 'b' });
     const s = scripted(h, scheduler, { all: [list()], 'expose tcp/127.0.0.1:8080': [ok()], 'unexpose tcp/127.0.0.1:8080': [ok()] });
     const deltas = h.cold('a--b--c', { a: add(any, one), b: del(any), c: del(one) });
-    h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--w----x', {
+    // `any` goes at 3 while the entry stays for `one`: reported at once; the entry goes with `one`.
+    h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--wv---x', {
       w: wrote([any, one]),
-      x: wrote([], [any, one]),
+      v: wrote([], [any]),
+      x: wrote([], [one]),
     });
     h.flush();
     assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '6 unexpose tcp/127.0.0.1:8080']);
@@ -254,7 +258,7 @@ test(
     h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('---w-(y|)', { w: wrote([p8080]), y: withdrawn(1) });
     h.flush();
     assert.deepEqual(s.calls, ['0 all', '1 expose tcp/127.0.0.1:8080', '2 all', '4 unexpose tcp/127.0.0.1:8080']);
-    assert.ok(lines().some((l) => l.level === 30 && l.msg === '127.0.0.1:8080 (tcp) was already exposed (by an earlier run): adopted; it is removed like any other'));
+    assert.ok(lines().some((l) => l.level === 30 && l.msg === '127.0.0.1:8080 (tcp) is already exposed (by an earlier run): adopted'));
     assert.ok(!lines().some((l) => l.level >= 40), 'not an error');
   }),
 );
@@ -307,9 +311,9 @@ test(
     const deltas = h.cold('a--b', { a: add(p8080), b: add(p8081) });
     const error = 'cannot expose 127.0.0.1:8080 (tcp): the host port is taken (listen tcp 127.0.0.1:8080: bind: address already in use)';
     h.expectObservable(deltas.pipe(hostSwitchSink(opts))).toBe('--f-v 8ms g 20ms w', {
-      f: failed(10, error),
+      f: failed(10, error, [p8080]),
       v: wrote([p8081]),
-      g: failed(20, error),
+      g: failed(20, error, [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -332,7 +336,7 @@ test(
       'expose tcp/127.0.0.1:8080': [{ status: 400, body: 'missing port in address\n' }, ok()],
     });
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--f 10ms w', {
-      f: failed(10, 'the host switch refused to expose 127.0.0.1:8080 (tcp): HTTP 400 missing port in address'),
+      f: failed(10, 'the host switch refused to expose 127.0.0.1:8080 (tcp): HTTP 400 missing port in address', [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -404,7 +408,7 @@ test(
     });
     const { opts } = options(scheduler, s.request);
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(opts))).toBe('51ms f 10ms w', {
-      f: failed(10, 'could not expose 127.0.0.1:8080 (tcp): no answer to POST /services/forwarder/expose within 50 ms'),
+      f: failed(10, 'could not expose 127.0.0.1:8080 (tcp): no answer to POST /services/forwarder/expose within 50 ms', [p8080]),
       // the expose did arrive: the forward is on the host, and no second expose is needed
       w: wrote([p8080]),
     });
@@ -445,7 +449,7 @@ test(
     const deltas = h.cold('a-b', { a: add(p8080), b: add(p8081) });
     h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('--wf 10ms -(vx)', {
       w: wrote([p8080]),
-      f: failed(10, 'could not expose 127.0.0.1:8081 (tcp): connect ECONNREFUSED 192.168.127.1:80'),
+      f: failed(10, 'could not expose 127.0.0.1:8081 (tcp): connect ECONNREFUSED 192.168.127.1:80', [p8081]),
       v: wrote([p8080]),
       x: wrote([p8081]),
     });
@@ -460,7 +464,7 @@ test(
     const theirs = { local: '127.0.0.1:8080', remote: '192.168.127.50:80', protocol: 'tcp' };
     const s = scripted(h, scheduler, { all: [list(theirs), list()], 'expose tcp/127.0.0.1:8080': [ok()] });
     h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe('-f 10ms -w', {
-      f: failed(10, 'cannot expose 127.0.0.1:8080 (tcp): the host switch forwards it to 192.168.127.50:80 (not ours, left alone)'),
+      f: failed(10, 'cannot expose 127.0.0.1:8080 (tcp): the host switch forwards it to 192.168.127.50:80 (not ours, left alone)', [p8080]),
       w: wrote([p8080]),
     });
     h.flush();
@@ -525,11 +529,12 @@ test(
       `14 failed (retry in 20): ${error}`,
       `35 failed (retry in 40): ${error}`,
       `76 failed (retry in 40): ${error}`,
+      '102 withdrawn 0 (1 left)',
       '102 complete',
     ]);
     assert.deepEqual(s.calls.slice(2), ['2 unexpose tcp/127.0.0.1:8080', '13 unexpose tcp/127.0.0.1:8080', '34 unexpose tcp/127.0.0.1:8080', '75 unexpose tcp/127.0.0.1:8080']);
     assert.equal(lines().at(-1)?.msg, `gave up withdrawing 1 forward from the host switch (the host switch) after 100 ms (last error: ${error})`);
-    assert.deepEqual(seenHung, ['2 wrote +tcp/8080', '102 complete']);
+    assert.deepEqual(seenHung, ['2 wrote +tcp/8080', '102 withdrawn 0 (1 left)', '102 complete']);
     assert.deepEqual(hung.calls.slice(2), ['2 unexpose tcp/127.0.0.1:8080', '102 cancelled unexpose tcp/127.0.0.1:8080']);
   }),
 );
@@ -616,5 +621,146 @@ test(
     assert.deepEqual(calls, ['0 all']);
     assert.deepEqual(seen, ['69 withdrawn 0', '69 complete']);
     assert.deepEqual(unused(), []);
+  }),
+);
+
+test(
+  'the doc-comment diagram of hostSwitchSink, run as it stands in src/sinks/hostswitch.ts',
+  marbles((h, scheduler) => {
+    const source = readFileSync(new URL('../src/sinks/hostswitch.ts', import.meta.url), 'utf8');
+    const line = (name: string): string => {
+      const m = new RegExp(`^ \\* {3}${name}: +(\\S+)`, 'm').exec(source);
+      assert.ok(m?.[1] !== undefined, `the diagram's ${name} line`);
+      return m[1];
+    };
+    const [deltasMarble, requestsMarble, reportsMarble] = [line('deltas'), line('requests'), line('reports')];
+    const s = scripted(h, scheduler, {
+      all: [list()],
+      'expose tcp/127.0.0.1:8080': [ok()],
+      'unexpose tcp/127.0.0.1:8080': [ok()],
+      'expose tcp/127.0.0.1:8081': [ok()],
+      'unexpose tcp/127.0.0.1:8081': [ok()],
+    });
+    const deltas = h.cold(deltasMarble, { a: add(p8080), b: del(p8080), c: add(p8081) });
+    h.expectObservable(deltas.pipe(hostSwitchSink(options(scheduler, s.request).opts))).toBe(reportsMarble, {
+      w: wrote([p8080]),
+      x: wrote([], [p8080]),
+      v: wrote([p8081]),
+      y: withdrawn(1),
+    });
+    h.flush();
+    // The requests line: one letter per request, at its frame.
+    const letter = { all: 'L', expose: 'E', unexpose: 'U' } as Record<string, string>;
+    const drawn = Array.from(requestsMarble, (c) => c).flatMap((c, frame) => (c === '-' ? [] : [`${String(frame)} ${c}`]));
+    assert.deepEqual(s.calls.map((c) => `${c.split(' ')[0] ?? ''} ${letter[c.split(' ')[1] ?? ''] ?? '?'}`), drawn);
+    assert.deepEqual(s.unused(), []);
+  }),
+);
+
+/**
+ * A host switch as a map of entries, answering after one frame: `GET /all` lists them; expose and
+ * unexpose change them as the forwarder does; `answer` overrides what one request gets.
+ */
+function modelHost(h: RunHelpers, scheduler: TestScheduler, answer: (queue: string) => Spec | undefined) {
+  const host = new Map<string, string>(); // `proto/local` → remote
+  const calls: string[] = [];
+  const request = (req: HostSwitchRequest): Observable<HostSwitchResponse> => {
+    const body = JSON.parse(req.body ?? '{}') as { local?: string; remote?: string; protocol?: string };
+    const key = `${body.protocol ?? ''}/${body.local ?? ''}`;
+    const queue = req.path.endsWith('/all') ? 'all' : `${req.path.slice('/services/forwarder/'.length)} ${key}`;
+    calls.push(`${String(scheduler.now())} ${queue}`);
+    const forced = answer(queue);
+    let reply: HostSwitchResponse;
+    if (forced) reply = { status: forced.status ?? 200, body: forced.body ?? '' };
+    else if (queue === 'all') reply = { status: 200, body: JSON.stringify([...host].map(([k, remote]) => ({ local: k.slice(4), remote, protocol: k.slice(0, 3) }))) };
+    else if (req.path.endsWith('/expose')) reply = host.has(key) ? { status: 500, body: 'proxy already running\n' } : (host.set(key, body.remote ?? ''), { status: 200, body: '' });
+    else reply = host.delete(key) ? { status: 200, body: '' } : { status: 500, body: 'proxy not found\n' };
+    return h.cold('-(r|)', { r: reply });
+  };
+  return { host, calls, request };
+}
+
+test(
+  'one forward answered 408 forever: it retries on its own back-off, the others are exposed at once and, at stop, unexposed',
+  marbles((h, scheduler) => {
+    const p8082 = fwd(8082);
+    const m = modelHost(h, scheduler, (queue) => (queue === 'expose tcp/127.0.0.1:8080' ? { status: 408, body: 'Request Timeout\n' } : undefined));
+    // One request at a time: the failing forward must still not hold the others back.
+    const { opts, lines } = options(scheduler, m.request, { concurrency: 1 });
+    const seen = record(h.cold('a 199ms |', { a: add(p8080, p8081, p8082) }).pipe(hostSwitchSink(opts)), scheduler);
+    h.flush();
+    const error = 'expose 127.0.0.1:8080 (tcp) answered HTTP 408: Request Timeout';
+    assert.deepEqual(seen.slice(0, 3), [`2 failed (retry in 10): ${error}`, '3 wrote +tcp/8081', '4 wrote +tcp/8082']);
+    // Its retries follow its own back-off (10, 20, 40, 40 ...; each after a re-read), not a busy loop.
+    const exposes = m.calls.filter((c) => c.endsWith('expose tcp/127.0.0.1:8080') && !c.includes('unexpose'));
+    assert.ok(exposes.length >= 4 && exposes.length <= 7, exposes.join(', '));
+    // The input completes at 200: everything that may be ours is unexposed at once, 8080 too (its
+    // 408 may have hidden a success): "proxy not found" for it is fine.
+    assert.deepEqual(m.calls.filter((c) => c.includes('unexpose')), ['200 unexpose tcp/127.0.0.1:8080', '201 unexpose tcp/127.0.0.1:8081', '202 unexpose tcp/127.0.0.1:8082']);
+    assert.deepEqual(seen.slice(-2), ['203 withdrawn 3', '203 complete']);
+    assert.deepEqual([...m.host.keys()], []);
+    assert.equal(lines().filter((l) => l.level >= 40 && l.msg.includes('408')).length, 1, 'one warning for the 408s, then debug lines');
+  }),
+);
+
+test(
+  'a requester that throws synchronously ends the sink with an error notification, never an uncaught exception',
+  marbles((h, scheduler) => {
+    const thrower = (): never => {
+      throw new Error('boom');
+    };
+    h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, thrower).opts))).toBe(
+      '#',
+      {},
+      new Error('the host-switch requester threw on GET /services/forwarder/all: boom', { cause: new Error('boom') }),
+    );
+    // A throw at a later request (the expose), with the list read answered.
+    const later = (req: HostSwitchRequest): Observable<HostSwitchResponse> => {
+      if (req.path.endsWith('/expose')) throw new Error('bad request object');
+      return h.cold('-(r|)', { r: { status: 200, body: '[]' } });
+    };
+    h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, later).opts))).toBe(
+      '-#',
+      {},
+      new Error('the host-switch requester threw on POST /services/forwarder/expose: bad request object', { cause: new Error('bad request object') }),
+    );
+    // A throw in the back-off's random source (a callback too) is an error notification as well.
+    const refusing = (): Observable<HostSwitchResponse> => h.cold('-(r|)', { r: { status: 200, body: '[]' } });
+    const { opts } = options(scheduler, (req) => (req.path.endsWith('/all') ? refusing() : h.cold('-(r|)', { r: { status: 400, body: 'no\n' } })), {
+      random: () => {
+        throw new Error('no entropy');
+      },
+    });
+    h.expectObservable(h.cold('a', { a: add(p8080) }).pipe(hostSwitchSink(opts))).toBe('--#', {}, new Error('no entropy'));
+  }),
+);
+
+test(
+  'a forward the start-up list already shows exactly as wanted is adopted, never exposed, even when a duplicate would be refused with a bind error (pre-0.8.2)',
+  marbles((h, scheduler) => {
+    const s = scripted(h, scheduler, {
+      all: [list(entry(8080), { local: '127.0.0.1:9000', remote: '10.0.0.7:9000', protocol: 'tcp' })],
+      'unexpose tcp/127.0.0.1:8080': [ok()],
+    });
+    // stopped 2 frames after start-up
+    const seen = record(h.cold('a-|', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts)), scheduler);
+    h.flush();
+    assert.deepEqual(s.calls, ['0 all', '2 unexpose tcp/127.0.0.1:8080']);
+    assert.deepEqual(seen, ['1 wrote +tcp/8080', '3 withdrawn 1', '3 complete']);
+  }),
+);
+
+test(
+  'stopped before the start-up list has answered: the read finishes, and what it shows of ours is unexposed',
+  marbles((h, scheduler) => {
+    const s = scripted(h, scheduler, {
+      all: [{ ...list(entry(8080), entry(8081)), after: 5 }],
+      'unexpose tcp/127.0.0.1:8080': [ok()],
+    });
+    const seen = record(h.cold('a|', { a: add(p8080) }).pipe(hostSwitchSink(options(scheduler, s.request).opts)), scheduler);
+    h.flush();
+    // 8081 is listed as if ours, but nothing here wanted it: not ours to judge, left alone.
+    assert.deepEqual(s.calls, ['0 all', '5 unexpose tcp/127.0.0.1:8080']);
+    assert.deepEqual(seen, ['6 withdrawn 1', '6 complete']);
   }),
 );

@@ -1,8 +1,10 @@
 /**
  * A PROTOCOL FAKE of gvisor-tap-vsock's forwarder API (pkg/services/forwarder/ports.go), the
- * host-switch expose API of contracts.md, faithful to what it answers:
+ * host-switch expose API of docs/host-switch.md, faithful to what it answers:
  * - `POST /services/forwarder/expose` `{"local","remote","protocol"}`: 200 with an empty body;
- *   500 `proxy already running for PROTO on LOCAL` for a duplicate protocol+local; 500 with the
+ *   500 `proxy already running` for a duplicate protocol+local (v0.8.2 on; with
+ *   `duplicate: 'pre-0.8.2'`, the bind error older forwarders answer instead:
+ *   `listen tcp 127.0.0.1:P: bind: address already in use`); 500 with the
  *   listen error (`listen tcp 127.0.0.1:P: bind: address already in use`) when the port cannot be
  *   bound (the fake really binds `local` on this machine, as the forwarder does on the host);
  *   400 for a body that does not decode or a remote without a port; 400 `post only` for other methods.
@@ -33,6 +35,12 @@ export interface Proxy {
 export interface FakeOptions {
   /** Bind each proxy's `local` for real, as the forwarder does (default true). */
   readonly bind?: boolean;
+  /**
+   * How a duplicate expose (one protocol+local already exposed) is answered: `v0.8.2` (the
+   * default) with exactly `proxy already running`; `pre-0.8.2` with the bind error of a second
+   * listen on the port, as forwarders before v0.8.2 do.
+   */
+  readonly duplicate?: 'v0.8.2' | 'pre-0.8.2';
 }
 
 export interface Fake {
@@ -90,7 +98,9 @@ export async function startFake(t: Pick<TestContext, 'after'>, port = 0, options
   };
 
   const expose = async (protocol: string, local: string, remote: string): Promise<void> => {
-    if (proxies.has(key(protocol, local))) throw new Error(`proxy already running for ${protocol} on ${local}`);
+    if (proxies.has(key(protocol, local))) {
+      throw new Error(options.duplicate === 'pre-0.8.2' ? `listen ${protocol} ${local}: bind: address already in use` : 'proxy already running');
+    }
     if (protocol !== 'tcp' && protocol !== 'udp') throw new Error(`unknown protocol ${protocol}`);
     const close = await bind(protocol, local);
     proxies.set(key(protocol, local), { local, remote, protocol, close });

@@ -1,7 +1,7 @@
-import type { Forward, Protocol } from '../model.js';
+import type { Forward, Protocol } from '../../model.js';
 
 /**
- * The host-switch expose API (gvisor-tap-vsock's forwarder, contracts.md) as pure functions:
+ * The host-switch expose API (gvisor-tap-vsock's forwarder; docs/host-switch.md) as pure functions:
  * which forwarder entry a Forward becomes, the exact request bodies, and what a reply means.
  *
  *   POST {url}/services/forwarder/expose    {"local":"127.0.0.1:8080","remote":"192.168.127.2:8080","protocol":"tcp"}

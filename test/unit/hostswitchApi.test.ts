@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Forward } from '../../src/model.js';
-import { classifyReply, entryFor, entryKey, exposeBody, laneOf, parseForwarderList, unexposeBody } from '../../src/sinks/hostswitchPlan.js';
+import { classifyReply, entryFor, entryKey, exposeBody, laneOf, parseForwarderList, unexposeBody } from '../../src/sinks/hostswitch/api.js';
 
 const fwd = (hostPort: number, more: Partial<Forward> = {}): Forward => ({ protocol: 'tcp', hostIp: '0.0.0.0', hostPort, source: 'docker', owner: 'c1', ...more });
 const plain = { tapInterfaceIp: '192.168.127.2', adminInstall: false };
@@ -26,7 +26,10 @@ test('keys, lanes and the exact bodies', () => {
 
 test("classifyReply: the forwarder's answers", () => {
   assert.deepEqual(classifyReply('expose', 200, ''), { kind: 'done' });
-  assert.deepEqual(classifyReply('expose', 500, 'proxy already running for tcp on 127.0.0.1:8080\n'), { kind: 'adopted' });
+  assert.deepEqual(classifyReply('expose', 500, 'proxy already running\n'), { kind: 'adopted' }, 'v0.8.2 on');
+  assert.deepEqual(classifyReply('expose', 500, 'proxy already running for tcp on 127.0.0.1:8080\n'), { kind: 'adopted' }, 'worded with the entry');
+  // Before v0.8.2 a duplicate is answered with the bind error: a refusal (hence adoption from the list).
+  assert.equal(classifyReply('expose', 500, 'listen tcp 127.0.0.1:8080: bind: address already in use\n').kind, 'refused');
   assert.deepEqual(classifyReply('unexpose', 500, 'proxy not found\n'), { kind: 'gone' });
   assert.deepEqual(classifyReply('expose', 500, 'listen tcp 127.0.0.1:80: bind: permission denied\n'), {
     kind: 'refused',

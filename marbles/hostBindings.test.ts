@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { Observable } from 'rxjs';
 import type { TestScheduler } from 'rxjs/testing';
 import { manageBindings, type BindingEvent, type ManageBindingsOptions, type ProxyEvent } from '../src/host/bindings.js';
-import type { HostBinding, PortMapping, VmAddress } from '../src/host/portMapping.js';
+import type { HostBinding, PortMapping, VmAddress } from '../src/wire/parsePortMapping.js';
 import { marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 // The host side's state logic in virtual time: which proxies are open when, and the back-off of
@@ -278,5 +278,46 @@ test(
     h.flush();
     assert.deepEqual(first.calls, ['0 open tcp/8080 -> 172.26.112.5', '0 open udp/5353 -> 172.26.112.5', '0 close udp/5353', '5 close tcp/8080']);
     assert.deepEqual(second.calls, ['0 open tcp/8080 -> 172.26.112.5', '2 close tcp/8080']);
+  }),
+);
+
+test(
+  'the diagram of manageBindings: the proxy lives from the add to the remove; a repeated add is a no-op',
+  marbles((h, scheduler) => {
+    const answer = h.cold<ProxyEvent>('-l', { l: { type: 'listening' } });
+    const { opts } = options(scheduler, () => answer);
+    const mappings = h.cold('a--a--r|', { a: add([http]), r: del(http) });
+    h.expectObservable(mappings.pipe(manageBindings(opts))).toBe('-b----u|', { b: bound(http), u: unbound('tcp/0.0.0.0:8080') });
+    h.expectSubscriptions(answer.subscriptions).toBe('^-----!');
+  }),
+);
+
+test(
+  'an open that throws is a failed listen: reported as a conflict and retried, never uncaught',
+  marbles((h, scheduler) => {
+    let throws = 1;
+    const { opts } = options(scheduler, () => {
+      if (throws-- > 0) throw new Error('listen EADDRINUSE: address already in use 0.0.0.0:8080');
+      return h.cold<ProxyEvent>('l', { l: { type: 'listening' } });
+    });
+    h.expectObservable(h.cold('a', { a: add([http]) }).pipe(manageBindings(opts))).toBe('a 9ms b', { a: conflict(http, 10), b: bound(http) });
+  }),
+);
+
+test(
+  'a localAddresses that throws becomes the stream\'s error notification, and closes what was open',
+  marbles((h, scheduler) => {
+    const { open, calls } = scriptedOpen(h, scheduler, ['l']);
+    let asks = 0;
+    const opts: ManageBindingsOptions = {
+      ...options(scheduler, open).opts,
+      localAddresses: () => {
+        if (asks++ > 0) throw new Error('no interfaces');
+        return new Set<string>();
+      },
+    };
+    h.expectObservable(h.cold('a-b', { a: add([http]), b: add([dns]) }).pipe(manageBindings(opts))).toBe('b-#', { b: bound(http) }, new Error('no interfaces'));
+    h.flush();
+    assert.deepEqual(calls, ['0 open tcp/8080 -> 172.26.112.5', '2 close tcp/8080']);
   }),
 );

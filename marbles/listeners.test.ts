@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { defer, map, type Observable } from 'rxjs';
 import { listenerSink, type PlaceholderBinder } from '../src/sinks/listeners.js';
 import { portKey, type Forward, type PortDelta } from '../src/model.js';
+import { pino } from 'pino';
 import { fwd, marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 const web = fwd(8080, { source: 'iptables', owner: 'r1' });
@@ -113,4 +114,42 @@ test('listeners: unsubscribing closes every placeholder; an input error closes t
   h.flush();
   h.expectSubscriptions(binder.holds.get('tcp/0.0.0.0:8080')![0]!.subscriptions).toBe('^--!');
   h.expectSubscriptions(binder.holds.get('udp/127.0.0.1:5353')![0]!.subscriptions).toBe('^-!');
+}));
+
+test('listeners: the diagram of listenerSink', marbles((h, scheduler) => {
+  const binder = scripted({}, bound(h));
+  const deltas = h.cold<PortDelta>('--a-----------b---------|', { a: add(web), b: del(web) });
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, log: recordingLogger().log })))).toBe('--w-----------w---------(d|)', { w: 'wrote', d: 'withdrawn' });
+  h.flush();
+  h.expectSubscriptions(binder.holds.get('tcp/0.0.0.0:8080')![0]!.subscriptions).toBe('--^-----------!');
+}));
+
+test('listeners: a binder that throws is a failed bind: reported, retried, never uncaught', marbles((h, scheduler) => {
+  let throws = 2;
+  const binder: PlaceholderBinder = {
+    hold: () => {
+      if (throws-- > 0) throw new Error('binder blew up');
+      return h.cold('b');
+    },
+  };
+  const deltas = h.cold<PortDelta>('a 30ms -', { a: add(web) });
+  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, log: recordingLogger().log })), '^ 30ms !').toBe('(wf)', {
+    w: { sink: 'listeners', type: 'wrote', added: [web], removed: [] },
+    f: { sink: 'listeners', type: 'failed', error: 'tcp/0.0.0.0:8080: binder blew up', retryInMs: 10 },
+  });
+  h.flush();
+  assert.equal(throws, -1, 'tried at 0, 10 and 20');
+}));
+
+test('listeners: a logger that throws becomes the sink\'s error notification', marbles((h, scheduler) => {
+  const log = pino({
+    hooks: {
+      logMethod: () => {
+        throw new Error('logger broke');
+      },
+    },
+  });
+  const binder = scripted({}, bound(h));
+  const deltas = h.cold<PortDelta>('a|', { a: add(web) });
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, log })))).toBe('w#', { w: 'wrote' }, new Error('logger broke'));
 }));

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EMPTY, Observable, of } from 'rxjs';
+import { EMPTY, Observable, of, throwError } from 'rxjs';
 import type { TestScheduler } from 'rxjs/testing';
 import type { Forward, PortDelta } from '../src/model.js';
 import type { SinkReport } from '../src/sinks/sink.js';
 import { vtunnelSink, type VtunnelSend, type VtunnelSinkOptions } from '../src/sinks/vtunnel.js';
-import { encodePortMapping } from '../src/sinks/vtunnelWire.js';
+import { encodePortMapping } from '../src/wire/portMapping.js';
+import { pino } from 'pino';
 import { fwd, marbles, recordingLogger, type RunHelpers } from './helpers.js';
 
 // Times below are in frames (1 frame = 1 virtual ms). Back-off: 10, 20, 40, 40, ... (jitter
@@ -26,6 +27,7 @@ const failed = (retryInMs: number, error = 'connect ECONNREFUSED 127.0.0.1:3040'
   retryInMs,
 });
 const withdrawn = (count: number): SinkReport => ({ sink: 'vtunnel', type: 'withdrawn', count });
+const abandoned = (forwards: Forward[], error: string): SinkReport => ({ sink: 'vtunnel', type: 'abandoned', count: forwards.length, forwards, error });
 
 /** `-8080` / `+8080,8081`: what one message asked the host to do. */
 function summary(line: string): string {
@@ -316,8 +318,9 @@ test(
     const { send, calls } = scriptedSend(h, scheduler, ['-|', '-#', '-#', '-#', '-#', '-#']);
     const { opts, lines } = options(scheduler, send);
     const deltas = h.cold('a--|', { a: add(p8080) });
-    h.expectObservable(deltas.pipe(vtunnelSink(opts))).toBe('-w--a 10ms b 20ms c 40ms d 25ms |', {
+    h.expectObservable(deltas.pipe(vtunnelSink(opts))).toBe('-w--a 10ms b 20ms c 40ms d 25ms (g|)', {
       w: wrote([p8080]),
+      g: abandoned([p8080], 'connect ECONNREFUSED 127.0.0.1:3040'),
       a: failed(10),
       b: failed(20),
       c: failed(40),
@@ -340,7 +343,7 @@ test(
     const { send, calls } = scriptedSend(h, scheduler, ['|', '-']);
     const { opts } = options(scheduler, send, { sendTimeoutMs: 5_000 });
     const deltas = h.cold('a|', { a: add(p8080) });
-    h.expectObservable(deltas.pipe(vtunnelSink(opts))).toBe('w 100ms |', { w: wrote([p8080]) });
+    h.expectObservable(deltas.pipe(vtunnelSink(opts))).toBe('w 100ms (g|)', { w: wrote([p8080]), g: abandoned([p8080], 'no answer within 100 ms') });
     h.flush();
     assert.deepEqual(calls, ['0 +8080', '1 -8080', '101 cancelled']);
   }),
@@ -425,5 +428,68 @@ test(
     });
     h.flush();
     assert.deepEqual(calls, ['0 +8080', '3 -8080', '54 +8081', '75 +8081', '86 +8081', '107 +8081']);
+  }),
+);
+
+test(
+  'the diagram of vtunnelSink: changes during a round share the next one; completion withdraws everything',
+  marbles((h, scheduler) => {
+    const { send, calls } = scriptedSend(h, scheduler, ['---|', '---|', '---|']);
+    const deltas = h.cold('a-bc----------|', { a: add(p8080), b: add(p8081), c: add(p8082) });
+    h.expectObservable(deltas.pipe(vtunnelSink(options(scheduler, send).opts))).toBe('---w--v----------(x|)', {
+      w: wrote([p8080]),
+      v: wrote([p8081, p8082]),
+      x: withdrawn(3),
+    });
+    h.flush();
+    assert.deepEqual(calls, ['0 +8080', '3 +8081,8082', '14 -8080,8081,8082']);
+  }),
+);
+
+test(
+  'a send that throws fails its round like a refused connection: reported, retried, never uncaught',
+  marbles((h, scheduler) => {
+    let throws = 1;
+    const send = (): Observable<void> => {
+      if (throws-- > 0) throw new Error('sender blew up');
+      return EMPTY;
+    };
+    const deltas = h.cold('a', { a: add(p8080) });
+    h.expectObservable(deltas.pipe(vtunnelSink(options(scheduler, send).opts))).toBe('f 9ms w', {
+      f: failed(10, 'sender blew up'),
+      w: wrote([p8080]),
+    });
+  }),
+);
+
+test(
+  'a connectAddrs function that throws fails its round the same way',
+  marbles((h, scheduler) => {
+    let throws = 1;
+    const connectAddrs = () => {
+      if (throws-- > 0) throw new Error('no interfaces');
+      return [];
+    };
+    const deltas = h.cold('a', { a: add(p8080) });
+    h.expectObservable(deltas.pipe(vtunnelSink(options(scheduler, () => EMPTY, { connectAddrs }).opts))).toBe('f 9ms w', {
+      f: failed(10, 'no interfaces'),
+      w: wrote([p8080]),
+    });
+  }),
+);
+
+test(
+  'a logger that throws becomes the sink\'s error notification, never an uncaught exception',
+  marbles((h, scheduler) => {
+    const { opts } = options(scheduler, () => throwError(() => new Error('refused')));
+    const log = pino({
+      hooks: {
+        logMethod: () => {
+          throw new Error('logger broke');
+        },
+      },
+    });
+    const deltas = h.cold('a', { a: add(p8080) });
+    h.expectObservable(deltas.pipe(vtunnelSink({ ...opts, log }))).toBe('#', {}, new Error('logger broke'));
   }),
 );

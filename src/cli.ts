@@ -15,7 +15,7 @@ import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
-import { connectAddrsOf } from './sinks/vtunnelWire.js';
+import { connectAddrsOf } from './wire/connectAddrs.js';
 import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 import type { ConnectionReporter } from './status/observer.js';

@@ -1,10 +1,10 @@
 import { isIPv4 } from 'node:net';
 import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
-import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
+import { parseVtunnelAddr } from './wire/vtunnelAddress.js';
 import { defaultProcnetExclude, parsePortList, type PortRange } from '../streams/procnetPolicy.js';
 import { parseStatusAddr, type StatusAddress } from './status/address.js';
 
-export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
+export { parseVtunnelAddr, type VtunnelTarget } from './wire/vtunnelAddress.js';
 
 /**
  * The agent's flags (docs/flags.md): the names, kinds and defaults of the Go agent's, so that the

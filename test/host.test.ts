@@ -15,7 +15,7 @@ import { startHostReceiver, type HostEvent, type HostReceiver, type HostReceiver
 import type { Forward } from '../src/model.js';
 import { tcpSender } from '../src/sinks/vtunnelTransport.js';
 import { vtunnelSink } from '../src/sinks/vtunnel.js';
-import { encodePortMapping, maxPortMappingBytes } from '../src/sinks/vtunnelWire.js';
+import { encodePortMapping, maxPortMappingBytes } from '../src/wire/portMapping.js';
 import { recordingLogger } from '../marbles/helpers.js';
 
 const VM = '127.0.0.2';

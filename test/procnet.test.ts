@@ -14,7 +14,7 @@ import { Subject } from 'rxjs';
 import { createAgent } from '../src/agent.js';
 import { portKey, type PortKey } from '../src/model.js';
 import { vtunnelSink } from '../src/sinks/vtunnel.js';
-import { connectAddrsOf } from '../src/sinks/vtunnelWire.js';
+import { connectAddrsOf } from '../src/wire/connectAddrs.js';
 import { procnetEvents, procnetDefaults } from '../streams/procnet.js';
 import { nodeSocketTable, ownSocketInodes } from '../streams/procnetClient.js';
 import { defaultProcnetExclude, parsePortList, procnetExclusions, publishable, type ForwardPolicy, type PortRange } from '../streams/procnetPolicy.js';

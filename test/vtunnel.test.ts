@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import type { Forward, PortDelta } from '../src/model.js';
 import type { SinkReport } from '../src/sinks/sink.js';
 import { tcpSender, vtunnelSink, type VtunnelSinkOptions } from '../src/sinks/vtunnel.js';
-import { connectAddrsOf } from '../src/sinks/vtunnelWire.js';
+import { connectAddrsOf } from '../src/wire/connectAddrs.js';
 import { fwd, recordingLogger } from '../marbles/helpers.js';
 import { startReceiver } from './vtunnelReceiver.js';
 

@@ -1,9 +1,38 @@
 import { networkInterfaces } from 'node:os';
-import { asyncScheduler, defer, Observable, retry, Subscription, tap, timer, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import {
+  asyncScheduler,
+  catchError,
+  concatMap,
+  defer,
+  EMPTY,
+  endWith,
+  filter,
+  groupBy,
+  ignoreElements,
+  map,
+  merge,
+  mergeMap,
+  type Observable,
+  observeOn,
+  of,
+  queueScheduler,
+  scan,
+  Subject,
+  takeWhile,
+  tap,
+  timer,
+  type OperatorFunction,
+  type SchedulerLike,
+} from 'rxjs';
+import { switchPerKey } from '../switchPerKey.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
-import { jitteredDelay, type Backoff } from '../backoff.js';
-import { bindingKey, hostPort, loopsBack, targetFor, type HostBinding, type PortMapping } from './portMapping.js';
+import type { Backoff } from '../backoff.js';
+import { sharedGet } from '../sharedMap.js';
+import { initialBindingState, reconcileBindings, type BindingCommand, type BindingEvent, type BindingInput, type BindingStep } from './bindingsReconcile.js';
+
+export type { BindingEvent } from './bindingsReconcile.js';
+import type { HostBinding, PortMapping } from '../wire/parsePortMapping.js';
 
 /** What a running proxy tells: it is listening (again, after a retry). */
 export interface ProxyEvent {
@@ -19,21 +48,6 @@ export interface ProxyEvent {
  */
 export type OpenProxy = (binding: HostBinding, target: () => string) => Observable<ProxyEvent>;
 
-/** What happened to the host's bindings, for logs, tests and library users. */
-export type BindingEvent =
-  | { readonly type: 'bound'; readonly key: string; readonly binding: HostBinding; readonly target: string }
-  | { readonly type: 'retargeted'; readonly key: string; readonly target: string }
-  | {
-      readonly type: 'conflict';
-      readonly key: string;
-      readonly binding: HostBinding;
-      readonly target: string;
-      readonly error: string;
-      readonly retryInMs: number;
-    }
-  | { readonly type: 'unbound'; readonly key: string }
-  | { readonly type: 'skipped'; readonly key: string; readonly reason: string };
-
 export interface ManageBindingsOptions {
   readonly open: OpenProxy;
   /** This host's own addresses, asked once per message; defaults to every interface's. */
@@ -44,20 +58,13 @@ export interface ManageBindingsOptions {
   readonly log?: Logger;
 }
 
-interface Active {
-  readonly binding: HostBinding;
-  target: string;
-  listening: boolean;
-  subscription: Subscription;
-}
-
 /**
  * Applies PortMapping messages to the host: one proxy per binding, keyed by
  * `proto/HostIp:HostPort`.
  *
- *   mappings:  a----a'---r--|       a = add tcp/0.0.0.0:8080, a' = the same again, r = remove it
- *   open:      ^---------!          the proxy lives from the add to the remove (a' is a no-op)
- *   events:    b---------u--|       b = bound, u = unbound
+ *   mappings:  a--a--r|      a = add tcp/0.0.0.0:8080, r = remove it (the second a is a no-op)
+ *   open:      ^-----!       the proxy lives from the add to the remove (it listens after 1 frame)
+ *   events:    -b----u|      b = bound, u = unbound
  *
  * - An add of a binding that exists is a no-op, unless the VM address changed: then new
  *   connections go to the new address (`retargeted`) and nothing is closed.
@@ -69,148 +76,70 @@ interface Active {
  *   reason changes or the binding is removed.
  * - A remove of an unknown binding is fine (adds are idempotent, removes too).
  * - When the input completes, every proxy is closed and the stream completes.
+ *
+ * The decisions are `reconcileBindings` (pure, bindingsReconcile.ts), folded with `scan`; here its
+ * commands run per binding (`groupBy` key, then `switchMap`). A proxy's `target()` reads the
+ * latest state, so a retarget needs no reopening. A throw in `open` is a failed listen, retried
+ * like any other; a throw anywhere else (`localAddresses`, the logger) becomes the stream's error.
  */
 export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<PortMapping, BindingEvent> {
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   const log = opts.log ?? moduleLogger('host');
   const localAddresses = opts.localAddresses ?? interfaceAddresses;
-  const delayOf = (attempt: number): number => jitteredDelay(attempt, opts.backoff, random);
 
   return (mappings$) =>
-    new Observable<BindingEvent>((subscriber) => {
-      const active = new Map<string, Active>();
-      /** Bindings skipped, with why: the agent re-sends its whole state every few seconds. */
-      const skipped = new Map<string, string>();
-
-      /** One warning per binding and reason, not one per re-send of the same add. */
-      const skip = (binding: HostBinding, reason: string): void => {
-        const key = bindingKey(binding);
-        if (skipped.get(key) === reason) {
-          log.debug({ key }, `still skipping ${key}: ${reason}`);
-          return;
+    defer(() => {
+      const feedback = new Subject<BindingInput>();
+      let latest = initialBindingState;
+      const runBinding = (c: Extract<BindingCommand, { readonly key: string }>): Observable<BindingInput> => {
+        if (c.kind === 'open') {
+          const { key, gen } = c;
+          const first = sharedGet(latest.active, key)?.target ?? '';
+          // Asked again for every connection: the latest state's target, so a retarget applies at once.
+          const target = (): string => sharedGet(latest.active, key)?.target ?? first;
+          return defer(() => opts.open(c.binding, target)).pipe(
+            map((): BindingInput => ({ kind: 'listening', key, gen })),
+            endWith<BindingInput>({ kind: 'ended', key, gen }),
+            catchError((err: unknown) => of<BindingInput>({ kind: 'openFailed', key, gen, error: errorMessage(err), random: random() })),
+          );
         }
-        skipped.set(key, reason);
-        log.warn({ key }, `skipping ${key}: ${reason}`);
-        subscriber.next({ type: 'skipped', key, reason });
+        if (c.kind === 'wait') return timer(c.ms, scheduler).pipe(map((): BindingInput => ({ kind: 'retry', key: c.key, gen: c.gen })));
+        return EMPTY;
       };
-
-      const add = (binding: HostBinding, target: string): void => {
-        const key = bindingKey(binding);
-        const existing = active.get(key);
-        if (existing) {
-          if (existing.target === target) {
-            log.debug({ key }, `${key} is already bound; nothing to do`);
-          } else {
-            log.info({ key, from: existing.target, to: target }, `${key}: the VM address changed from ${existing.target} to ${target}; new connections go there`);
-            existing.target = target;
-            subscriber.next({ type: 'retargeted', key, target });
+      const toInput = (mapping: PortMapping): BindingInput => ({ kind: 'mapping', mapping, local: mapping.remove ? new Set() : localAddresses() });
+      return merge(feedback, mappings$.pipe(map(toInput), endWith<BindingInput>({ kind: 'stop' }))).pipe(
+        observeOn(queueScheduler),
+        scan((step: BindingStep, input: BindingInput) => reconcileBindings(step.state, input, opts.backoff), { state: initialBindingState, commands: [] }),
+        tap((step) => (latest = step.state)),
+        concatMap((step) => step.commands),
+        groupBy((c) => (c.kind === 'open' || c.kind === 'wait' || c.kind === 'close' ? 'binding' : c.kind)),
+        mergeMap((commands$): Observable<BindingEvent | typeof done> => {
+          if (commands$.key === 'binding') {
+            return commands$.pipe(
+              filter((c): c is Extract<BindingCommand, { readonly key: string }> => 'key' in c),
+              switchPerKey(runBinding),
+              tap((input) => {
+                feedback.next(input);
+              }),
+              ignoreElements(),
+            );
           }
-          return;
-        }
-        const entry: Active = { binding, target, listening: false, subscription: new Subscription() };
-        active.set(key, entry);
-        let attempt = 0;
-        entry.subscription.add(
-          defer(() => opts.open(binding, () => entry.target))
-            .pipe(
-              tap(() => {
-                if (entry.listening) return;
-                entry.listening = true;
-                log.info(
-                  { key, target: entry.target, retries: attempt },
-                  `listening on ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}), forwarding to ${hostPort(entry.target, binding.hostPort)}` +
-                    (attempt > 0 ? ` after ${count(attempt, 'retry', 'retries')}` : ''),
-                );
-                attempt = 0;
-                subscriber.next({ type: 'bound', key, binding, target: entry.target });
-              }),
-              retry({
-                delay: (err: unknown) => {
-                  entry.listening = false;
-                  attempt += 1;
-                  const retryInMs = delayOf(attempt);
-                  const error = errorMessage(err);
-                  log[attempt === 1 ? 'warn' : 'debug'](
-                    { key, err: error, attempt, retryInMs },
-                    `cannot listen on ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}): ${error}; retrying in ${String(retryInMs)} ms until it is free or removed`,
-                  );
-                  subscriber.next({ type: 'conflict', key, binding, target: entry.target, error, retryInMs });
-                  return timer(retryInMs, scheduler);
-                },
-              }),
-            )
-            .subscribe({
-              complete: () => {
-                // A proxy never ends by itself; if one does, forget it so the next add opens it again.
-                if (active.get(key) === entry) active.delete(key);
-                log.warn({ key }, `the proxy for ${key} stopped by itself; a new add will open it again`);
-                subscriber.next({ type: 'unbound', key });
-              },
+          return commands$.pipe(
+            mergeMap((c) => {
+              if (c.kind === 'event') return of(c.event);
+              if (c.kind === 'done') return of(done);
+              if (c.kind === 'log') log[c.level](c.fields, c.msg);
+              return EMPTY;
             }),
-        );
-      };
-
-      const remove = (binding: HostBinding): void => {
-        const key = bindingKey(binding);
-        skipped.delete(key);
-        const entry = active.get(key);
-        if (!entry) {
-          log.debug({ key }, `${key} is not bound; nothing to remove`);
-          return;
-        }
-        active.delete(key);
-        entry.subscription.unsubscribe();
-        log.info({ key }, `closed ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}) and its connections`);
-        subscriber.next({ type: 'unbound', key });
-      };
-
-      const input = mappings$.subscribe({
-        next: (mapping) => {
-          const local = mapping.remove ? new Set<string>() : localAddresses();
-          for (const binding of mapping.bindings) {
-            if (mapping.remove) {
-              remove(binding);
-              continue;
-            }
-            const target = targetFor(binding, mapping.connectAddrs);
-            if (target === undefined) {
-              const family = binding.hostIp.includes(':') ? 'IPv6' : 'IPv4';
-              skip(binding, `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`);
-              continue;
-            }
-            if (loopsBack(binding, target, local)) {
-              skip(binding, `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`);
-              continue;
-            }
-            skipped.delete(bindingKey(binding));
-            add(binding, target);
-          }
-        },
-        error: (err: unknown) => {
-          subscriber.error(err);
-        },
-        complete: () => {
-          closeAll();
-          subscriber.complete();
-        },
-      });
-
-      const closeAll = (): void => {
-        for (const entry of active.values()) entry.subscription.unsubscribe();
-        active.clear();
-      };
-
-      return () => {
-        input.unsubscribe();
-        closeAll();
-      };
+          );
+        }),
+        takeWhile((out): out is BindingEvent => out !== done),
+      );
     });
 }
 
-function count(n: number, one: string, many: string): string {
-  return `${String(n)} ${n === 1 ? one : many}`;
-}
+const done = Symbol('done');
 
 function interfaceAddresses(): ReadonlySet<string> {
   return new Set(Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).map((a) => a.address)));

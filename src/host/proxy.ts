@@ -3,7 +3,8 @@ import net from 'node:net';
 import { Observable } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import type { OpenProxy, ProxyEvent } from './bindings.js';
-import { hostPort, type HostBinding } from './portMapping.js';
+import { hostPort } from './targets.js';
+import { type HostBinding } from '../wire/parsePortMapping.js';
 
 /**
  * The proxies of the host side: for one binding, listen on `HostIp:HostPort` and carry every

@@ -1,15 +1,17 @@
 import net from 'node:net';
-import { defer, filter, map, merge, Observable, share, Subject, type SchedulerLike } from 'rxjs';
+import { defer, filter, map, merge, mergeMap, Observable, of, share, Subject, throwError, type SchedulerLike } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
 import type { BackoffOptions } from '../../operators/reconnectWithBackoff.js';
-import { parseVtunnelAddr } from '../sinks/vtunnelAddress.js';
+import { parseVtunnelAddr } from '../wire/vtunnelAddress.js';
 import { manageBindings, type BindingEvent, type OpenProxy } from './bindings.js';
-import { hostPort, maxPortMappingBytes, parsePortMapping, type HostBinding, type PortMapping } from './portMapping.js';
+import { hostPort } from './targets.js';
+import { maxPortMappingBytes } from '../wire/portMapping.js';
+import { parsePortMapping, type HostBinding, type PortMapping } from '../wire/parsePortMapping.js';
 import { proxyOpener, type ProxyOptions } from './proxy.js';
 
 /**
  * `portstream host`, the host-side receiver, as a library: a TCP server that takes one
- * PortMapping per connection (the vtunnel wire of contracts.md) and keeps one proxy per binding
+ * PortMapping per connection (docs/vtunnel-wire.md) and keeps one proxy per binding
  * (see `manageBindings` and `proxy.ts`).
  *
  *   const host = await startHostReceiver({ listen: '127.0.0.1:3040' });
@@ -58,6 +60,25 @@ export function parseListenAddr(listen: HostReceiverOptions['listen']): { host: 
   return { host: target.host, port: target.port };
 }
 
+/** What one connection has sent so far: the message is at most one line. */
+export interface LineRead {
+  readonly chunks: readonly Buffer[];
+  readonly size: number;
+}
+
+/**
+ * One chunk more of a connection (pure): `more` while no newline has come, `line` with the message
+ * up to and including the first newline (anything after it is ignored), or `tooLarge` once it
+ * passes `maxBytes`, which is never read further.
+ */
+export function readChunk(read: LineRead, chunk: Buffer, maxBytes: number): { readonly read: LineRead; readonly outcome: 'more' | 'line' | 'tooLarge' } {
+  const newline = chunk.indexOf(10);
+  const part = newline < 0 ? chunk : chunk.subarray(0, newline + 1);
+  const size = read.size + part.length;
+  if (size > maxBytes) return { read, outcome: 'tooLarge' };
+  return { read: { chunks: [...read.chunks, part], size }, outcome: newline < 0 ? 'more' : 'line' };
+}
+
 /**
  * The message server alone: listens, reads one message per connection (up to the first newline,
  * or to the end of stream), parses it strictly, then half-closes. Bad input is logged once per
@@ -68,86 +89,38 @@ export function portMappingServer(opts: HostReceiverOptions): Observable<ServerE
   const log = opts.log ?? moduleLogger('host');
   const maxBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const messageTimeoutMs = opts.messageTimeoutMs ?? receiverDefaults.messageTimeoutMs;
-  return new Observable<ServerEvent>((subscriber) => {
+  const maxClients = opts.maxClients ?? receiverDefaults.maxClients;
+  return defer(() => {
     const address = parseListenAddr(opts.listen);
-    if ('error' in address) {
-      subscriber.error(new Error(`-listen ${JSON.stringify(opts.listen)}: ${address.error}`));
-      return;
-    }
+    if ('error' in address) return throwError(() => new Error(`-listen ${JSON.stringify(opts.listen)}: ${address.error}`));
+    // The server bounds the connections itself (maxConnections), so the reads need no bound of their own.
+    return listenForClients(address, maxClients, log).pipe(
+      mergeMap((event): Observable<ServerEvent> => (event.type === 'connection' ? readPortMapping(event.socket, { maxBytes, messageTimeoutMs, log }) : of(event))),
+    );
+  });
+}
+
+/**
+ * The listening socket: `listening` once bound, then every connection. Connections beyond
+ * `maxClients` at once are turned away, said at most once per interval with a count, so that a
+ * local process that keeps every slot busy cannot flood the log. Unsubscribing closes the server
+ * and every connection it accepted.
+ */
+function listenForClients(
+  address: { readonly host: string; readonly port: number },
+  maxClients: number,
+  log: Logger,
+): Observable<Extract<ServerEvent, { type: 'listening' }> | { readonly type: 'connection'; readonly socket: net.Socket }> {
+  return new Observable((subscriber) => {
     const sockets = new Set<net.Socket>();
     const server = net.createServer();
-    server.maxConnections = opts.maxClients ?? receiverDefaults.maxClients;
+    server.maxConnections = maxClients;
     let listening = false;
-
-    const reject = (from: string, error: string): void => {
-      log.warn({ from, err: error }, `dropped a PortMapping from ${from}: ${error}`);
-      subscriber.next({ type: 'rejected', from, error });
-    };
-
     server.on('connection', (socket) => {
-      const from = hostPort(socket.remoteAddress ?? 'unknown', socket.remotePort ?? 0);
       sockets.add(socket);
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let done = false;
-      const timer = setTimeout(() => {
-        if (!done) reject(from, `sent no complete message within ${String(messageTimeoutMs)} ms; disconnected`);
-        done = true;
-        socket.destroy();
-      }, messageTimeoutMs);
-
-      const finish = (message: Buffer): void => {
-        done = true;
-        // No reply on this wire: half-close, and let the client's end of stream close the socket.
-        socket.end();
-        const parsed = parsePortMapping(message, maxBytes);
-        if (!parsed.ok) {
-          reject(from, parsed.error);
-          return;
-        }
-        const { mapping } = parsed;
-        log.debug(
-          { from, remove: mapping.remove, bindings: mapping.bindings.length },
-          `${mapping.remove ? 'remove' : 'add'} ${describeBindings(mapping.bindings)} (from ${from})`,
-        );
-        subscriber.next({ type: 'message', from, mapping });
-      };
-
-      socket.on('data', (chunk: Buffer) => {
-        if (done) return; // anything after the message is read and ignored
-        const newline = chunk.indexOf(10);
-        const part = newline < 0 ? chunk : chunk.subarray(0, newline + 1);
-        size += part.length;
-        if (size > maxBytes) {
-          done = true;
-          reject(from, `message larger than the limit of ${String(maxBytes)} bytes`);
-          socket.destroy();
-          return;
-        }
-        chunks.push(part);
-        if (newline >= 0) finish(Buffer.concat(chunks));
-      });
-      socket.once('end', () => {
-        if (done) return;
-        if (size === 0) {
-          done = true;
-          log.debug({ from }, `${from} connected and closed without sending anything`);
-          return;
-        }
-        finish(Buffer.concat(chunks));
-      });
-      socket.on('error', (err) => {
-        if (!done) log.debug({ from, err: err.message }, `the connection from ${from} failed: ${err.message}`);
-        done = true;
-      });
-      socket.once('close', () => {
-        clearTimeout(timer);
-        sockets.delete(socket);
-      });
+      socket.once('close', () => sockets.delete(socket));
+      subscriber.next({ type: 'connection', socket });
     });
-
-    // Turned away for holding too many connections: said at most once per interval, with a count,
-    // so that a local process that keeps every slot busy cannot flood the log.
     let dropped = 0;
     let warnedAt = Number.NEGATIVE_INFINITY;
     server.on('drop', (data) => {
@@ -171,11 +144,74 @@ export function portMappingServer(opts: HostReceiverOptions): Observable<ServerE
       log.info({ address: hostPort(bound.address, bound.port) }, `portstream host: receiving PortMappings on ${hostPort(bound.address, bound.port)}`);
       subscriber.next({ type: 'listening', host: bound.address, port: bound.port });
     });
-
     return () => {
       server.close();
       for (const socket of sockets) socket.destroy();
       sockets.clear();
+    };
+  });
+}
+
+/**
+ * One connection: its message (`message`, or `rejected` with what was wrong), then it completes.
+ * A client that sends nothing complete within `messageTimeoutMs` is disconnected and rejected.
+ */
+function readPortMapping(socket: net.Socket, opts: { readonly maxBytes: number; readonly messageTimeoutMs: number; readonly log: Logger }): Observable<ServerEvent> {
+  const { maxBytes, messageTimeoutMs, log } = opts;
+  return new Observable<ServerEvent>((subscriber) => {
+    const from = hostPort(socket.remoteAddress ?? 'unknown', socket.remotePort ?? 0);
+    let read: LineRead = { chunks: [], size: 0 };
+    let done = false;
+    const reject = (error: string): void => {
+      log.warn({ from, err: error }, `dropped a PortMapping from ${from}: ${error}`);
+      subscriber.next({ type: 'rejected', from, error });
+    };
+    const finish = (): void => {
+      done = true;
+      // No reply on this wire: half-close, and let the client's end of stream close the socket.
+      socket.end();
+      const parsed = parsePortMapping(Buffer.concat(read.chunks), maxBytes);
+      if (!parsed.ok) reject(parsed.error);
+      else {
+        const { mapping } = parsed;
+        log.debug({ from, remove: mapping.remove, bindings: mapping.bindings.length }, `${mapping.remove ? 'remove' : 'add'} ${describeBindings(mapping.bindings)} (from ${from})`);
+        subscriber.next({ type: 'message', from, mapping });
+      }
+    };
+    const timer = setTimeout(() => {
+      if (!done) reject(`sent no complete message within ${String(messageTimeoutMs)} ms; disconnected`);
+      done = true;
+      socket.destroy();
+    }, messageTimeoutMs);
+    socket.on('data', (chunk: Buffer) => {
+      if (done) return; // anything after the message is read and ignored
+      const next = readChunk(read, chunk, maxBytes);
+      read = next.read;
+      if (next.outcome === 'tooLarge') {
+        done = true;
+        reject(`message larger than the limit of ${String(maxBytes)} bytes`);
+        socket.destroy();
+      } else if (next.outcome === 'line') finish();
+    });
+    socket.once('end', () => {
+      if (done) return;
+      if (read.size > 0) {
+        finish();
+        return;
+      }
+      done = true;
+      log.debug({ from }, `${from} connected and closed without sending anything`);
+    });
+    socket.on('error', (err) => {
+      if (!done) log.debug({ from, err: err.message }, `the connection from ${from} failed: ${err.message}`);
+      done = true;
+    });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      subscriber.complete();
+    });
+    return () => {
+      clearTimeout(timer);
     };
   });
 }

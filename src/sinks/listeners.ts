@@ -1,14 +1,38 @@
-import { jitteredDelay } from '../backoff.js';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIPv6, type Server, type Socket } from 'node:net';
-import { asyncScheduler, defer, Observable, retry, tap, timer, type SchedulerLike, type Subscription } from 'rxjs';
+import {
+  asyncScheduler,
+  catchError,
+  concatMap,
+  defer,
+  EMPTY,
+  endWith,
+  filter,
+  groupBy,
+  ignoreElements,
+  map,
+  merge,
+  mergeMap,
+  Observable,
+  observeOn,
+  of,
+  queueScheduler,
+  scan,
+  Subject,
+  takeWhile,
+  tap,
+  timer,
+  type SchedulerLike,
+} from 'rxjs';
+import { switchPerKey } from '../switchPerKey.js';
 import { moduleLogger, type Logger } from '../log.js';
-import { portKey, type Forward, type PortKey } from '../model.js';
+import type { Forward } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
+import { initialListenerState, reconcileListeners, type BindFailure, type ListenerCommand, type ListenerConfig, type ListenerInput, type ListenerStep } from './listenersReconcile.js';
 import { errorMessage } from '../errors.js';
 
 /**
- * Placeholder listeners (contracts.md "Placeholder listeners"): a port exists in the VM only so
+ * Placeholder listeners: a port exists in the VM only so
  * that WSL's localhost forwarding notices it. TCP gets a listening socket on HostIp:HostPort that
  * never reads and resets every connection at once; UDP gets a bound socket; `::` placeholders are
  * IPv6-only, so that `0.0.0.0` and `::` on one port coexist as the two families' rules do.
@@ -36,8 +60,6 @@ export interface ListenerSinkOptions {
 
 export const listenerDefaults = { retryMs: 2000, jitter: 0.2 } as const;
 
-const sinkName = 'listeners';
-
 /**
  * The listener sink: one placeholder per forward, opened when it is added and closed at once when
  * it is removed. A port that something in the VM already listens on (EADDRINUSE) needs no
@@ -48,82 +70,73 @@ const sinkName = 'listeners';
  * applied: removed placeholders are closed, added ones are opening (the bind completes within a
  * tick or two, after the report) or waiting for their port.
  *
- *   deltas:   --a(+80)------b(−80)----|
- *   sockets:    [bind 80....close]
- *   reports:  --w-----------w---------(d|)    w = wrote, d = withdrawn (count of placeholders)
+ *   deltas:   --a-----------b---------|        a = +80, b = −80
+ *   hold 80:  --^-----------!                  the placeholder, from its add to its remove
+ *   reports:  --w-----------w---------(d|)     w = wrote, d = withdrawn (count of placeholders)
+ *
+ * The decisions are `reconcileListeners` (pure, listenersReconcile.ts), folded with `scan`; here
+ * its commands run per port (`groupBy` port, then `switchMap`: a new hold, wait or close replaces
+ * what that port was doing). A throw in the binder is a failed bind, retried like any other; a
+ * throw anywhere else (the logger, say) becomes the sink's error notification.
  */
 export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
   const binder = opts.binder ?? nodePlaceholders();
   const log = opts.log ?? moduleLogger('listeners');
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const retryMs = opts.retryMs ?? listenerDefaults.retryMs;
-  const jitter = opts.jitter ?? listenerDefaults.jitter;
+  const config: ListenerConfig = { retryMs: opts.retryMs ?? listenerDefaults.retryMs, jitter: opts.jitter ?? listenerDefaults.jitter };
   const random = opts.random ?? Math.random;
+
+  /** One port's commands: holding its placeholder, or waiting to try again, until the next. */
+  const runPort = (command: Extract<ListenerCommand, { readonly key: string }>): Observable<ListenerInput> => {
+    if (command.kind === 'hold') {
+      const { key, gen } = command;
+      return defer(() => binder.hold(command.forward)).pipe(
+        map((): ListenerInput => ({ kind: 'bound', key, gen })),
+        catchError((error: unknown) => of<ListenerInput>({ kind: 'bindFailed', key, gen, failure: bindFailure(error), random: random() })),
+      );
+    }
+    if (command.kind === 'wait') return timer(command.ms, scheduler).pipe(map((): ListenerInput => ({ kind: 'retry', key: command.key, gen: command.gen })));
+    return EMPTY;
+  };
+
   return (deltas$) =>
-    new Observable<SinkReport>((subscriber) => {
-      const held = new Map<PortKey, Subscription>();
-
-      const hold = (forward: Forward): Subscription => {
-        const key = portKey(forward);
-        // the streak of failures this placeholder is in: reported once, not on every retry
-        let failing: string | undefined;
-        return defer(() => binder.hold(forward))
-          .pipe(
-            tap(() => {
-              if (failing !== undefined) log.info({ port: key }, `${key}: placeholder listening now`);
-              failing = undefined;
-            }),
-            retry({
-              delay: (error: unknown) => {
-                const delayMs = jitteredDelay(1, { initialMs: retryMs, maxMs: retryMs, jitter }, random);
-                const what = describeBindError(error);
-                const first = failing !== what;
-                failing = what;
-                if (errorCode(error) === 'EADDRINUSE') {
-                  if (first) log.info({ port: key }, `${key} is in use already (something in the VM listens there, which is all WSL needs); taking it when it frees up`);
-                  else log.debug({ port: key }, `${key} is still in use; trying again in ${String(delayMs)} ms`);
-                } else if (first) {
-                  log.warn({ port: key }, `cannot open a placeholder on ${key} (${what}); trying again every ${String(retryMs)} ms`);
-                  subscriber.next({ sink: sinkName, type: 'failed', error: `${key}: ${what}`, retryInMs: delayMs });
-                }
-                return timer(delayMs, scheduler);
-              },
-            }),
-          )
-          .subscribe();
-      };
-
-      const release = (key: PortKey): void => {
-        held.get(key)?.unsubscribe();
-        held.delete(key);
-      };
-
-      const subscription = deltas$.subscribe({
-        next: (delta) => {
-          for (const f of delta.removed) release(portKey(f));
-          for (const f of delta.added) {
-            const key = portKey(f);
-            release(key);
-            held.set(key, hold(f));
+    defer(() => {
+      const feedback = new Subject<ListenerInput>();
+      return merge(feedback, deltas$.pipe(map((delta): ListenerInput => ({ kind: 'delta', delta })), endWith<ListenerInput>({ kind: 'stop' }))).pipe(
+        observeOn(queueScheduler),
+        scan((step: ListenerStep, input: ListenerInput) => reconcileListeners(step.state, input, config), { state: initialListenerState, commands: [] }),
+        concatMap((step) => step.commands),
+        groupBy((c) => (c.kind === 'hold' || c.kind === 'wait' || c.kind === 'close' ? 'port' : c.kind)),
+        mergeMap((commands$): Observable<SinkReport | typeof done> => {
+          if (commands$.key === 'port') {
+            return commands$.pipe(
+              filter((c): c is Extract<ListenerCommand, { readonly key: string }> => 'key' in c),
+              switchPerKey(runPort),
+              tap((input) => {
+                feedback.next(input);
+              }),
+              ignoreElements(),
+            );
           }
-          subscriber.next({ sink: sinkName, type: 'wrote', added: delta.added, removed: delta.removed });
-        },
-        error: (err: unknown) => {
-          subscriber.error(err);
-        },
-        complete: () => {
-          const count = held.size;
-          for (const key of [...held.keys()]) release(key);
-          if (count > 0) log.info(`closed ${String(count)} placeholder listener${count === 1 ? '' : 's'}`);
-          subscriber.next({ sink: sinkName, type: 'withdrawn', count });
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        for (const key of [...held.keys()]) release(key);
-      };
+          return commands$.pipe(
+            mergeMap((c) => {
+              if (c.kind === 'report') return of(c.report);
+              if (c.kind === 'done') return of(done);
+              if (c.kind === 'log') log[c.level](c.fields, c.msg);
+              return EMPTY;
+            }),
+          );
+        }),
+        takeWhile((out): out is SinkReport => out !== done),
+      );
     });
+}
+
+const done = Symbol('done');
+
+function bindFailure(error: unknown): BindFailure {
+  const code = errorCode(error);
+  return { code: typeof code === 'string' ? code : undefined, message: errorMessage(error) };
 }
 
 /** The real placeholders, with node:net and node:dgram. */
@@ -195,10 +208,4 @@ function ignore(): void {
 
 function errorCode(error: unknown): unknown {
   return (error as { code?: unknown } | null)?.code;
-}
-
-function describeBindError(error: unknown): string {
-  const code = errorCode(error);
-  const text = errorMessage(error);
-  return typeof code === 'string' && !text.includes(code) ? `${code}: ${text}` : text;
 }

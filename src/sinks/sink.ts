@@ -13,14 +13,19 @@ import type { Forward, PortDelta } from '../model.js';
  * - `withdrawn`: after its input completed, the sink removed everything it had published
  *   (`count` host-side entries). When its withdraw bound ran out first, `left` is how many
  *   entries it could not remove (they may still be on the host); absent or 0, nothing was left.
+ * - `abandoned` (the vtunnel sink): after its input completed, it gave up withdrawing (the host
+ *   end did not answer before the deadline); `forwards` (`count` of them) may stay on the host
+ *   until it restarts, and `error` says why. The sink completes after it, as after `withdrawn`.
  *
- * Both optional fields are additive: a consumer written before them reads every report as before.
+ * The optional fields and `abandoned` are additive: a consumer written before them reads every
+ * report it knows as before.
  */
 export type SinkReport =
   | { readonly sink: string; readonly type: 'wrote'; readonly added: readonly Forward[]; readonly removed: readonly Forward[] }
   | { readonly sink: string; readonly type: 'failed'; readonly error: string; readonly retryInMs: number; readonly forwards?: readonly Forward[] }
   | { readonly sink: string; readonly type: 'resent'; readonly count: number }
-  | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number; readonly left?: number };
+  | { readonly sink: string; readonly type: 'withdrawn'; readonly count: number; readonly left?: number }
+  | { readonly sink: string; readonly type: 'abandoned'; readonly count: number; readonly forwards: readonly Forward[]; readonly error: string };
 
 /**
  * A sink makes the host agree with the merged deltas it is given. Sinks are state-based: each

@@ -1,17 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  bindingKey,
-  canonicalIp,
-  maxPortMappingBytes,
-  parseCidr,
-  parsePortMapping,
-  targetFor,
-  type PortMapping,
-  type VmAddress,
-} from '../../src/host/portMapping.js';
+import { bindingKey, targetFor } from '../../src/host/targets.js';
+import { canonicalIp, parseCidr, parsePortMapping, type PortMapping, type VmAddress } from '../../src/wire/parsePortMapping.js';
+import { maxPortMappingBytes } from '../../src/wire/portMapping.js';
 import type { Forward } from '../../src/model.js';
-import { encodePortMapping } from '../../src/sinks/vtunnelWire.js';
+import { encodePortMapping } from '../../src/wire/portMapping.js';
 
 const example =
   '{"remove":false,"ports":{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]},"connectAddrs":[{"network":"ip+net","addr":"172.26.112.5/20"}]}\n';

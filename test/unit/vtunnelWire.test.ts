@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import type os from 'node:os';
 import { test } from 'node:test';
 import type { Forward } from '../../src/model.js';
-import { parsePortMapping } from '../../src/host/portMapping.js';
-import { connectAddrsOf, encodePortMapping, maxPortMappingBytes, prefixLength, splitPortMapping, type ConnectAddr } from '../../src/sinks/vtunnelWire.js';
+import { parsePortMapping } from '../../src/wire/parsePortMapping.js';
+import { connectAddrsOf, prefixLength } from '../../src/wire/connectAddrs.js';
+import { encodePortMapping, maxPortMappingBytes, splitPortMapping, type ConnectAddr } from '../../src/wire/portMapping.js';
 
 const fwd = (hostPort: number, more: Partial<Forward> = {}): Forward => ({
   protocol: 'tcp',

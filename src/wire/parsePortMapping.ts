@@ -1,21 +1,18 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { errorMessage } from '../errors.js';
 import type { Protocol } from '../model.js';
-import { maxPortMappingBytes } from '../sinks/vtunnelWire.js';
+import { maxPortMappingBytes } from './portMapping.js';
 
 /**
- * The host side's reading of the vtunnel wire (contracts.md, "The vtunnel wire"): one JSON value
- * per connection, newline-terminated.
+ * The host side's reading of a PortMapping (docs/vtunnel-wire.md): one JSON value per
+ * connection, newline-terminated.
  *
  *   {"remove":false,"ports":{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]},"connectAddrs":[{"network":"ip+net","addr":"172.26.112.5/20"}]}
  *
- * Strict: exactly the contract's keys and types, or an error value that says what is wrong and
+ * Strict: exactly the documented keys and types, or an error value that says what is wrong and
  * where. Pure, and it never throws, whatever the bytes: the receiver logs the error and drops
  * the message.
  */
-
-/** Messages larger than this are refused unread; the agent splits its state to fit. */
-export { maxPortMappingBytes };
 
 /** One binding: listen on `hostIp:hostPort` (the ports key names the container port, for logs). */
 export interface HostBinding {
@@ -145,42 +142,6 @@ export function canonicalIp(ip: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** IPv6 link-local (fe80::/10): unusable as a target without an interface, which the wire lacks. */
-export function isLinkLocalIPv6(ip: string): boolean {
-  return /^fe[89ab][0-9a-f]:/i.test(ip);
-}
-
-/**
- * Where a binding's connections go: the first connect address of the binding's family, on the
- * same port. IPv6 link-local addresses are passed over (they cannot be dialled without a scope).
- * Undefined when the VM has no usable address of that family.
- */
-export function targetFor(binding: Pick<HostBinding, 'hostIp'>, connectAddrs: readonly VmAddress[]): string | undefined {
-  const family = isIPv4(binding.hostIp) ? 4 : 6;
-  return connectAddrs.find((a) => a.family === family && !(family === 6 && isLinkLocalIPv6(a.ip)))?.ip;
-}
-
-/**
- * Whether a binding would forward to itself: its target is an address of this host (`local`, or
- * anything in 127/8) and the binding listens there, on that address or the unspecified one. Each
- * connection would open another until the host ran out of sockets. It happens only when the
- * "VM" is this very machine (an agent with `-connectInterface lo`, say).
- */
-export function loopsBack(binding: Pick<HostBinding, 'hostIp'>, target: string, local: ReadonlySet<string>): boolean {
-  const isLocal = local.has(target) || (isIPv4(target) && target.startsWith('127.'));
-  return isLocal && (binding.hostIp === '0.0.0.0' || binding.hostIp === '::' || binding.hostIp === target);
-}
-
-/** `tcp/0.0.0.0:8080`, `udp/[::]:53`: the identity of a binding on the host. */
-export function bindingKey(b: Pick<HostBinding, 'protocol' | 'hostIp' | 'hostPort'>): string {
-  return `${b.protocol}/${hostPort(b.hostIp, b.hostPort)}`;
-}
-
-/** `0.0.0.0:8080`, `[::1]:8080`. */
-export function hostPort(ip: string, port: number): string {
-  return `${ip.includes(':') ? `[${ip}]` : ip}:${String(port)}`;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
@@ -11,8 +12,9 @@ import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
+import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
-import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
+import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 
 export interface Io {
@@ -37,7 +39,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   }
   const config = parsed.config;
   if (config.debug) rootLogger().level = 'debug';
-  const wiring = wire(config, detect(config, io));
+  const wiring = decideRoutes(config, detect(config, io));
   const log = moduleLogger('agent');
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
@@ -45,7 +47,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
     sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources, name: r.sink }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
@@ -132,11 +134,16 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
 function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface) });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)) });
     case 'table':
       return tableSink(io.stdout);
     case 'listeners':
       return listenerSink();
+    case 'loopback':
+      // Where the host end connects: host-switch's tap address (IPv4 only), else the vtunnel's interface.
+      return config.hostSwitchURL !== undefined
+        ? loopbackSink({ listenAddrs: () => addressAddrs(config.tapInterfaceIp), ipv6: false })
+        : loopbackSink({ listenAddrs: () => interfaceAddrs(config.connectInterface), ipv6: true });
     case 'hostswitch':
       return hostSwitchSink({
         ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),
@@ -144,6 +151,31 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
         adminInstall: config.adminInstall,
       });
   }
+}
+
+/**
+ * `read()`, served from the last reading and read again after a call finds it over a second old,
+ * once the caller is done: never on the caller's path. The vtunnel sink asks for the interface's
+ * addresses with every message, and reading them (getifaddrs) costs about 0.5 ms of the add
+ * path's 2 ms; a background timer would cost idle CPU instead. A message after a long quiet may
+ * carry addresses that are out of date; the read it starts puts the new ones in the sink's next
+ * message or periodic re-send, a few seconds later at most.
+ */
+function readOffThePath<T>(read: () => T, maxAgeMs = 1000): () => T {
+  let value = read();
+  let readAt = performance.now();
+  let reading = false;
+  return () => {
+    if (!reading && performance.now() - readAt > maxAgeMs) {
+      reading = true;
+      setImmediate(() => {
+        value = read();
+        readAt = performance.now();
+        reading = false;
+      });
+    }
+    return value;
+  };
 }
 
 /** The configured socket; with auto-detection, the stock containerd's when only that one exists. */

@@ -45,6 +45,8 @@ export { kubernetesServices, type KubeServicesClient, type KubernetesStreamOptio
 export { kubeconfigClients } from '../streams/kubernetesClient.js';
 export { forwardsOfService } from '../streams/kubeServices.js';
 export { listenerSink, nodePlaceholders, type ListenerSinkOptions, type PlaceholderBinder } from './sinks/listeners.js';
+export { loopbackSink, interfaceAddrs, addressAddrs, type LoopbackSinkOptions } from './loopback/sink.js';
+export { plan as planLoopback, reconcile as reconcileLoopback, type ForwarderSpec, type ListenAddr } from './loopback/plan.js';
 export { coalesceTriggers } from '../operators/coalesceTriggers.js';
 export { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 export { vsockSender } from './sinks/vsockTransport.js';

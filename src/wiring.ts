@@ -1,7 +1,7 @@
 import type { AgentConfig } from './config.js';
 
 export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes';
-export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table';
+export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table' | 'loopback';
 
 /** What the machine offers, for auto-detection (no arguments at all). */
 export interface Detected {
@@ -21,7 +21,7 @@ export interface Wiring {
 }
 
 /**
- * Decides which backends run and where their ports go, as contracts.md says:
+ * Decides which backends run and where their ports go (docs/flags.md, "Where ports go"):
  * - `-hostSwitchURL`: every source to the expose API;
  * - `-privilegedService`: engines and Kubernetes to the vtunnel, iptables to listeners;
  * - neither (listener mode): iptables and Kubernetes to placeholder listeners; engine ports need
@@ -29,7 +29,7 @@ export interface Wiring {
  * With no arguments at all, every backend whose endpoint exists is enabled, and the table shows
  * the result; on a terminal the table is shown in every mode.
  */
-export function wire(config: AgentConfig, detected: Detected): Wiring {
+export function decideRoutes(config: AgentConfig, detected: Detected): Wiring {
   const notices: string[] = [];
   const sources: SourceKind[] = config.autoDetect
     ? detectSources(detected, notices)
@@ -44,6 +44,10 @@ export function wire(config: AgentConfig, detected: Detected): Wiring {
           { sink: 'listeners', sources: pick('iptables') },
         ]
       : [{ sink: 'listeners', sources: pick('iptables', 'kubernetes') }];
+  // Loopback forwarders beside the sink that sends the host end to the VM's address, fed by the
+  // same sources (docs/loopback.md). Listener mode needs none: WSL forwards 127.0.0.1 itself.
+  const remote = routes.find((r) => r.sink === 'vtunnel' || r.sink === 'hostswitch');
+  if (remote) routes.push({ sink: 'loopback', sources: remote.sources });
   if (config.autoDetect || detected.tty) routes.push({ sink: 'table', sources });
 
   if (config.autoDetect) notices.push(`auto-detected backends: ${sources.join(', ')}`);

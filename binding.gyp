@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "vsock",
-      "sources": ["native/vsock.c"],
+      "target_name": "portstream",
+      "sources": ["<!@(ls -1 native/*.c)"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]

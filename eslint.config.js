@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 import rxjsX from 'eslint-plugin-rxjs-x';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'build/', '.scratch/', 'eslint.config.js', 'bin/'] },
+  { ignores: ['node_modules/', 'dist/', 'build/', '.scratch/', 'eslint.config.js', 'bin/', 'native/*.mjs', 'scripts/*.mjs', 'scripts/*.cjs'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   rxjsX.configs.recommended,

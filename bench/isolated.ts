@@ -11,7 +11,13 @@ import { report, type Figure } from './stats.js';
  * in a process of its own too.
  */
 export async function runIsolated(entry: URL, args: readonly string[]): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(entry), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await runIsolatedIn([], entry, args);
+}
+
+/** `runIsolated` under a command that runs it (`ip netns exec NS`), when `prefix` is not empty. */
+export async function runIsolatedIn(prefix: readonly string[], entry: URL, args: readonly string[]): Promise<void> {
+  const command = [...prefix, process.execPath, '--import', 'tsx', fileURLToPath(entry), ...args];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   for await (const line of createInterface({ input: child.stdout })) {
     try {

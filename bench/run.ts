@@ -18,8 +18,10 @@ import { runIsolated } from './isolated.js';
 import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
+import { benchDistribution } from './distribution.js';
 import { benchDockerAdd } from './dockerAdd.js';
 import { benchHostSwitch } from './hostswitch.js';
+import { benchProcnet } from './procnet.js';
 import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -259,4 +261,6 @@ await runIsolated(new URL('./hostProxyMain.ts', import.meta.url), quick ? ['--qu
 await runIsolated(new URL('./loopback.ts', import.meta.url), quick ? ['--quick'] : []);
 await benchMemory(quick);
 await benchHostSwitch(quick);
+await benchProcnet(quick);
+await benchDistribution(quick);
 printSummary();

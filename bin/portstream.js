@@ -1,14 +1,12 @@
 #!/usr/bin/env node
-// The package's bin. `npm install` compiles the sources to dist/ (the prepare script); run that,
-// which starts faster and uses ~25 MB less than compiling on the fly. Without dist/ (a checkout
-// that skipped the build), run the TypeScript sources through tsx, exactly as `npm start` does.
+// The package's bin: the compiled agent (dist/, built by `npm install` through the prepare script
+// or by `npm run build`). Compiled code starts faster and uses less memory than TypeScript
+// compiled on the fly, and needs no tsx at run time.
 import { existsSync } from 'node:fs';
 
 const compiled = new URL('../dist/src/main.js', import.meta.url);
-if (existsSync(compiled)) {
-  await import(compiled.href);
-} else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import('../src/main.ts');
+if (!existsSync(compiled)) {
+  process.stderr.write('portstream: not built (dist/src/main.js is missing); run `npm run build`\n');
+  process.exit(1);
 }
+await import(compiled.href);

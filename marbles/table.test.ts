@@ -83,3 +83,14 @@ test('table sink: a write that throws ends the table', marbles(({ cold, expectOb
   const { log } = recordingLogger();
   expectObservable(cold<PortDelta>('-a', { a: { added: [web], removed: [] } }).pipe(tableSink(out, log), map((r) => r.type))).toBe('-|');
 }));
+
+test('table sink: on a terminal, log lines are drawn below the table with each redraw, and dropped when it ends', marbles(({ cold, hot, expectObservable, flush }) => {
+  const { out, text } = capture(true);
+  const deltas = cold<PortDelta>('-a--|', { a: { added: [web], removed: [] } });
+  const logs = hot<readonly string[]>('--l---m', { l: ['12:00:00 INFO  docker: connected'], m: ['after the end'] });
+  expectObservable(deltas.pipe(tableSink(out, undefined, logs), map((r) => r.type))).toBe('-a--(w|)', { a: 'wrote', w: 'withdrawn' });
+  flush();
+  const frames = text().split('\x1b[H\x1b[2J').filter(Boolean);
+  assert.equal(frames.length, 3, 'the first frame, the delta, the log line; nothing after the end');
+  assert.match(frames[2]!, /1 port forwarded\n\n12:00:00 INFO {2}docker: connected\n$/);
+}));

@@ -4,6 +4,7 @@
 // the wire needs nothing more than this, so the addon stays this small.
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include "addon.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -147,9 +148,9 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-NAPI_MODULE_INIT() {
+// Called from native/addon.c, which holds the one module init for every native/*.c source.
+void portstream_init_vsock(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "send", NAPI_AUTO_LENGTH, js_send, NULL, &fn);
   napi_set_named_property(env, exports, "send", fn);
-  return exports;
 }

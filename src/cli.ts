@@ -3,14 +3,16 @@ import { performance } from 'node:perf_hooks';
 import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
-import { agentUsage, parseConfig, type AgentConfig } from './config.js';
-import { moduleLogger, rootLogger } from './log.js';
+import { agentHelp, agentUsage, parseConfig, type AgentConfig } from './config.js';
+import { pino } from 'pino';
+import { moduleLogger, rootLogger, setRootLogger } from './log.js';
+import { logPane } from './sinks/logPane.js';
+import { version } from './version.js';
 import type { SourceEvent } from './model.js';
 import type { Sink } from './sinks/sink.js';
 import { tableSink } from './sinks/table.js';
 import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
-import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
@@ -27,11 +29,16 @@ export interface Io {
 
 /** Runs the command line; resolves to the exit code. */
 export async function runCli(argv: readonly string[], io: Io): Promise<number> {
-  if (argv[0] === 'host') return runHost(argv.slice(1), io);
+  // The host side is a different program; an agent does not load it.
+  if (argv[0] === 'host') return (await import('./host/cli.js')).runHost(argv.slice(1), io);
+  if (argv.length === 1 && (argv[0] === '-version' || argv[0] === '--version')) {
+    io.stdout.write(`portstream ${version()}\n`);
+    return 0;
+  }
   const parsed = parseConfig(argv);
   if (!parsed.ok) {
     if (parsed.help) {
-      io.stdout.write(agentUsage());
+      io.stdout.write(agentHelp());
       return 0;
     }
     io.stderr.write(`portstream: ${parsed.error}\n${agentUsage()}`);
@@ -40,6 +47,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   const config = parsed.config;
   if (config.debug) rootLogger().level = 'debug';
   const wiring = decideRoutes(config, detect(config, io));
+  const logs = logsBelowTable(wiring, io);
   const log = moduleLogger('agent');
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
@@ -47,7 +55,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
     sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources, name: r.sink }));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logs), sources: r.sources, name: r.sink }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
@@ -128,15 +136,44 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
         ...((config.privilegedService || config.hostSwitchURL !== undefined) && { apiPort: config.k8sAPIPort }),
       });
     }
+    case 'procnet': {
+      const [{ procnetEvents }, { nodeSocketTable }, { procnetExclusions }] = await Promise.all([
+        import('../streams/procnet.js'),
+        import('../streams/procnetClient.js'),
+        import('../streams/procnetPolicy.js'),
+      ]);
+      const log = moduleLogger('procnet');
+      return procnetEvents(nodeSocketTable(log), { log, policy: { exclude: procnetExclusions(config.procnetExclude, config.k8sAPIPort), reachable: reachableBy(config) } });
+    }
   }
 }
 
-function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
+/**
+ * The specific addresses the host end can reach a listener on: -tap-interface-ip for host-switch
+ * (its `remote`), else the addresses of -connectInterface, which the vtunnel peer connects to.
+ */
+function reachableBy(config: AgentConfig): (ip: string) => boolean {
+  if (config.hostSwitchURL !== undefined) return (ip) => ip === config.tapInterfaceIp;
+  return (ip) => connectAddrsOf(config.connectInterface).some((a) => a.addr.split('/')[0] === ip);
+}
+
+/**
+ * With the live table on a terminal, log lines go to a pane below the table instead of over it
+ * (see sinks/logPane.ts); elsewhere the logger is left as it is.
+ */
+function logsBelowTable(wiring: Wiring, io: Io): Observable<readonly string[]> | undefined {
+  if (io.stdout.isTTY !== true || !wiring.routes.some((r) => r.sink === 'table')) return undefined;
+  const pane = logPane(io.stderr);
+  setRootLogger(pino({ level: rootLogger().level }, pane.destination));
+  return pane.lines$;
+}
+
+function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logs: Observable<readonly string[]> | undefined): Sink {
   switch (kind) {
     case 'vtunnel':
       return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)) });
     case 'table':
-      return tableSink(io.stdout);
+      return tableSink(io.stdout, undefined, logs);
     case 'listeners':
       return listenerSink();
     case 'loopback':

@@ -1,6 +1,7 @@
 import { isIPv4 } from 'node:net';
 import { parseFlags, parseGoBool, usage, type FlagValues } from './flags.js';
 import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
+import { defaultProcnetExclude, parsePortList, type PortRange } from '../streams/procnetPolicy.js';
 
 export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
 
@@ -34,6 +35,19 @@ export const agentFlags = [
   { name: 'adminInstall', kind: 'bool', default: false, usage: 'without it, host-side addresses are forced to 127.0.0.1 (host-switch)' },
   { name: 'k8sAPIPort', kind: 'int', default: 6443, usage: 'Kubernetes API server port' },
   { name: 'debug', kind: 'bool', default: false, usage: 'debug logging' },
+  {
+    name: 'procnet',
+    kind: 'bool',
+    // The real default depends on the mode (see `parseConfig`), which a Go-style flag cannot say.
+    default: false,
+    usage: "forward listeners of the VM's own network namespace (host-network containers, servers started in the VM); on by default with -privilegedService or -hostSwitchURL, off in listener mode",
+  },
+  {
+    name: 'procnetExclude',
+    kind: 'string',
+    default: defaultProcnetExclude,
+    usage: 'ports and LOW-HIGH ranges, comma separated, that -procnet never forwards (the VM\'s own infrastructure; -k8sAPIPort is always among them)',
+  },
 ] as const;
 
 export type AgentFlagName = (typeof agentFlags)[number]['name'];
@@ -57,6 +71,9 @@ export interface AgentConfig {
   readonly adminInstall: boolean;
   readonly k8sAPIPort: number;
   readonly debug: boolean;
+  /** Whether the host-network source runs: as given, else on exactly when a vtunnel or host-switch sink is in use. */
+  readonly procnet: boolean;
+  readonly procnetExclude: readonly PortRange[];
   /** Flag names (as on the command line, e.g. `tap-interface-ip`) that were given explicitly. */
   readonly explicit: ReadonlySet<string>;
   /** True only for an empty command line: then the agent auto-detects its backends. */
@@ -68,9 +85,38 @@ export type ConfigResult =
   | { readonly ok: false; readonly error: string; readonly help?: never }
   | { readonly ok: false; readonly help: true; readonly error?: never };
 
-/** The agent's usage text, Go style. */
+/** The agent's usage text, Go style: what follows a bad command line, as the Go agent prints it. */
 export function agentUsage(program = 'portstream'): string {
   return usage(agentFlags, program);
+}
+
+/** `-h`: what portstream is and how it is run, the flags as `agentUsage` prints them, examples. */
+export function agentHelp(program = 'portstream'): string {
+  return `${program} forwards the ports that containers and Kubernetes Services publish inside a VM to the host.
+
+Usage:
+  ${program} [flags]         the guest agent (the flags below)
+  ${program} host [flags]    the host side: receives the vtunnel and listens on the host (${program} host -h)
+  ${program} status [flags]  asks a running agent what it forwards (${program} status -h)
+  ${program} -version        prints the version
+
+With no arguments at all, ${program} watches every backend it finds here (the Docker socket or
+DOCKER_HOST, containerd's socket, iptables-save, the kubeconfig) and shows what they publish: a
+live table on a terminal, JSON lines otherwise. Nothing is sent to a host until flags say where.
+
+${usage(agentFlags, program)}
+Environment:
+  PORTSTREAM_LOG_LEVEL  trace, debug, info (default), warn, error or fatal; -debug means debug
+  DOCKER_HOST           the Docker engine to watch (unix:// or tcp://), as the docker CLI reads it
+
+Examples:
+  ${program} -docker -privilegedService -vtunnelAddr 127.0.0.1:3040
+      Docker's ports (and iptables DNAT rules) to a vtunnel peer, as Rancher Desktop on WSL runs it
+  ${program} -containerd -kubernetes -hostSwitchURL http://192.168.127.1:80
+      containerd's and Kubernetes' ports through the host-switch expose API (Lima-style VMs)
+  ${program} host -vtunnelAddr 127.0.0.1:3040
+      the host side of the first example
+`;
 }
 
 /**
@@ -85,6 +131,8 @@ export function parseConfig(argv: readonly string[]): ConfigResult {
   const v = parsed.values;
   const error = validate(v);
   if (error !== undefined) return { ok: false, error };
+  const exclude = parsePortList(v.procnetExclude);
+  if ('error' in exclude) return { ok: false, error: `invalid value ${JSON.stringify(v.procnetExclude)} for flag -procnetExclude: ${exclude.error}` };
 
   return {
     ok: true,
@@ -104,6 +152,8 @@ export function parseConfig(argv: readonly string[]): ConfigResult {
       adminInstall: v.adminInstall,
       k8sAPIPort: v.k8sAPIPort,
       debug: v.debug,
+      procnet: parsed.explicit.has('procnet') ? v.procnet : v.privilegedService || v.hostSwitchURL !== '',
+      procnetExclude: 'ranges' in exclude ? exclude.ranges : [],
       explicit: parsed.explicit,
       autoDetect: argv.length === 0,
     },

@@ -54,3 +54,7 @@ export { hostSwitchSink, httpRequester, type HostSwitchSinkOptions } from './sin
 export { startHostReceiver, hostReceiver, type HostReceiver, type HostReceiverOptions } from './host/receiver.js';
 export { runHost } from './host/cli.js';
 export { errorMessage } from './errors.js';
+export { procnetEvents, procnetDefaults, type ProcnetOptions, type SocketTable, type SocketRead } from '../streams/procnet.js';
+export { nodeSocketTable, procNetTable, sockDiagTable } from '../streams/procnetClient.js';
+export { publishable, parsePortList, procnetExclusions, defaultProcnetExclude, type ForwardPolicy, type PortRange } from '../streams/procnetPolicy.js';
+export { parseProcNet, type ListeningSocket } from '../streams/procnetTable.js';

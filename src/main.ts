@@ -5,7 +5,7 @@ import { runCli } from './cli.js';
 // The process entry: signals become the agent's stop$, the resolved code becomes the exit code.
 // The handlers go in first thing: a signal during start-up (loading a backend takes a few hundred
 // ms) is kept and acted on once the agent runs, rather than ending the process with 143.
+// No top-level await: the single executable runs this file bundled as CommonJS.
 const stop$ = new ReplaySubject<NodeJS.Signals>(1);
 for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => { stop$.next(signal); });
-const code = await runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, stop$ });
-process.exit(code);
+void runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, stop$ }).then((code) => process.exit(code));

@@ -1,6 +1,6 @@
 import type { AgentConfig } from './config.js';
 
-export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes';
+export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes' | 'procnet';
 export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table' | 'loopback';
 
 /** What the machine offers, for auto-detection (no arguments at all). */
@@ -23,9 +23,10 @@ export interface Wiring {
 /**
  * Decides which backends run and where their ports go (docs/flags.md, "Where ports go"):
  * - `-hostSwitchURL`: every source to the expose API;
- * - `-privilegedService`: engines and Kubernetes to the vtunnel, iptables to listeners;
- * - neither (listener mode): iptables and Kubernetes to placeholder listeners; engine ports need
- *   nothing, because their proxies already listen inside the VM.
+ * - `-privilegedService`: engines, Kubernetes and host-network listeners (procnet) to the vtunnel,
+ *   iptables to listeners;
+ * - neither (listener mode): iptables and Kubernetes to placeholder listeners; engine ports and
+ *   host-network listeners need nothing, because they already listen inside the VM.
  * With no arguments at all, every backend whose endpoint exists is enabled, and the table shows
  * the result; on a terminal the table is shown in every mode.
  */
@@ -33,14 +34,14 @@ export function decideRoutes(config: AgentConfig, detected: Detected): Wiring {
   const notices: string[] = [];
   const sources: SourceKind[] = config.autoDetect
     ? detectSources(detected, notices)
-    : (['docker', 'containerd', 'iptables', 'kubernetes'] as const).filter((s) => config[s]);
+    : (['docker', 'containerd', 'iptables', 'kubernetes', 'procnet'] as const).filter((s) => config[s]);
 
   const pick = (...kinds: SourceKind[]): SourceKind[] => sources.filter((s) => kinds.includes(s));
   const routes: { sink: SinkKind; sources: SourceKind[] }[] = config.hostSwitchURL
     ? [{ sink: 'hostswitch', sources }]
     : config.privilegedService
       ? [
-          { sink: 'vtunnel', sources: pick('docker', 'containerd', 'kubernetes') },
+          { sink: 'vtunnel', sources: pick('docker', 'containerd', 'kubernetes', 'procnet') },
           { sink: 'listeners', sources: pick('iptables') },
         ]
       : [{ sink: 'listeners', sources: pick('iptables', 'kubernetes') }];
@@ -51,7 +52,10 @@ export function decideRoutes(config: AgentConfig, detected: Detected): Wiring {
   if (config.autoDetect || detected.tty) routes.push({ sink: 'table', sources });
 
   if (config.autoDetect) notices.push(`auto-detected backends: ${sources.join(', ')}`);
-  const unrouted = sources.filter((s) => !routes.some((r) => r.sources.includes(s)));
+  const unrouted = sources.filter((s) => s !== 'procnet' && !routes.some((r) => r.sources.includes(s)));
+  if (sources.includes('procnet') && !routes.some((r) => r.sources.includes('procnet'))) {
+    notices.push('procnet: nothing to forward in listener mode (WSL sees the listeners of the VM itself); not watched');
+  }
   if (unrouted.length > 0) {
     notices.push(`${unrouted.join(', ')}: nothing to forward in listener mode (engine ports are already listened on in the VM by the engine's own proxy); not watched`);
   }

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { fromJSON, loadSync } from '@grpc/proto-loader';
+import { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
 import { randomUUID } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -67,8 +68,23 @@ export interface GrpcContainerdClient extends ContainerdClient {
 let loaded: ContainerdProto | undefined;
 /** The vendored protos, loaded once: service constructors and message (de)serialisers. */
 export function containerdProto(): ContainerdProto {
-  loaded ??= grpc.loadPackageDefinition(loadSync(protoFiles, { ...loaderOptions, includeDirs: [protoDir()] })) as unknown as ContainerdProto;
+  loaded ??= grpc.loadPackageDefinition(
+    typeof PORTSTREAM_CONTAINERD_PROTO === 'undefined'
+      ? loadSync(protoFiles, { ...loaderOptions, includeDirs: [protoDir()] })
+      : fromJSON(PORTSTREAM_CONTAINERD_PROTO, loaderOptions),
+  ) as unknown as ContainerdProto;
   return loaded;
+}
+
+/**
+ * The protos above, already parsed, in the bundle and the single executable, which have no
+ * proto/ folder beside them: scripts/package.mjs defines it with `containerdProtoJson`.
+ */
+declare const PORTSTREAM_CONTAINERD_PROTO: Parameters<typeof fromJSON>[0] | undefined;
+
+/** The vendored protos as protobufjs JSON, for the bundler to embed. */
+export function containerdProtoJson(): unknown {
+  return loadProtosWithOptionsSync(protoFiles, { ...loaderOptions, includeDirs: [protoDir()] }).toJSON();
 }
 
 /** proto/ beside streams/ when run from source, two levels up when run from dist/streams/. */

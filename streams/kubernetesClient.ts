@@ -7,6 +7,7 @@ import { abortable } from './abortable.js';
 import { watchFileContents, type FileWatchOptions } from './kubeconfigFile.js';
 import { KubeStatusError, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
 import { errorMessage } from '../src/errors.js';
+import { evaluateEmbedded } from '../src/embedded.js';
 
 type K8s = typeof k8s;
 
@@ -27,9 +28,16 @@ export const servicesPath = '/api/v1/services';
 // The library takes 300-400 ms to import: load it only when a kubeconfig is there to use.
 let library: Promise<K8s> | undefined;
 function loadLibrary(): Promise<K8s> {
-  library ??= import('@kubernetes/client-node');
+  // The bundle and the single executable carry the library compressed (scripts/package.ts): as
+  // code it would cost ~19 MB of memory in every agent, even one that never watches Kubernetes.
+  library ??=
+    typeof PORTSTREAM_KUBERNETES_LIBRARY === 'undefined'
+      ? import('@kubernetes/client-node')
+      : Promise.resolve().then(() => evaluateEmbedded(PORTSTREAM_KUBERNETES_LIBRARY, 'kubernetes-client-node.cjs') as K8s);
   return library;
 }
+
+declare const PORTSTREAM_KUBERNETES_LIBRARY: string | undefined;
 
 /**
  * The real API server behind `KubeServicesClient`, through @kubernetes/client-node 1.4 (TLS, CA

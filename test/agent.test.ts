@@ -63,7 +63,7 @@ engineTest(
       await receiver.close();
     });
     await containers.run('-p', '18700:80', busyboxImage, 'httpd', '-f', '-p', '80');
-    const agent = startAgent('-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo');
+    const agent = startAgent('-docker', '-privilegedService', '-iptables=false', '-procnet=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo');
     t.after(() => {
       agent.child.kill('SIGKILL');
     });

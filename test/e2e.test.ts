@@ -197,6 +197,7 @@ const body = async (t: TestContext): Promise<void> => {
     '-docker',
     '-privilegedService',
     '-iptables=false',
+    '-procnet=false',
     '-vtunnelAddr',
     `${hostAddr}:3040`,
     '-connectInterface',

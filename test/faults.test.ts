@@ -128,7 +128,7 @@ async function listenAgain(port: number): Promise<Receiver> {
 
 /** The flags every vtunnel case shares: the receiver on loopback, no iptables backend. */
 function vtunnelFlags(receiverPort: number): string[] {
-  return ['-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiverPort)}`, '-connectInterface', 'lo'];
+  return ['-privilegedService', '-iptables=false', '-procnet=false', '-vtunnelAddr', `127.0.0.1:${String(receiverPort)}`, '-connectInterface', 'lo'];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ engineTest('the host switch answers 500 while containers come and go (udp too): 
 
   await runContainer(containers, '-p', `${String(p.keep)}:80`, busyboxImage, 'httpd', '-f', '-p', '80');
   const gone = await runContainer(containers, '-p', `${String(p.gone)}:80`, '-p', `${String(p.goneUdp)}:53/udp`, busyboxImage, 'sleep', '600');
-  const agent = agentFor(t, 'hostswitch', ['-docker', '-hostSwitchURL', fake.url, '-iptables=false']);
+  const agent = agentFor(t, 'hostswitch', ['-docker', '-hostSwitchURL', fake.url, '-iptables=false', '-procnet=false']);
   // What the forwarder should hold for each published IPv4 port (the API is IPv4 only; without
   // -adminInstall every host IP of a port becomes one 127.0.0.1 entry).
   const entriesOf = (keys: readonly PortKey[]): string[] =>
@@ -622,6 +622,7 @@ engineTest('SIGTERM twice while the withdrawal hangs: the sources (the rule moni
     '-k8sAPIPort',
     String(p.k8sApiPort),
     '-privilegedService',
+    '-procnet=false',
     '-vtunnelAddr',
     `127.0.0.1:${String(p.peer)}`,
     '-connectInterface',

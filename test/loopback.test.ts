@@ -154,7 +154,7 @@ engineTest('loopback, vtunnel: a container on 127.0.0.1 reaches `portstream host
     (await socketsOn('127.0.0.1', c.tcp, w.pair.ns)).length + (await socketsOn('127.0.0.1', c.udp, w.pair.ns)).length;
   await scenario(t, w, {
     dial: '127.0.0.1',
-    agentArgs: ['-privilegedService', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm],
+    agentArgs: ['-privilegedService', '-procnet=false', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm],
     ready: async (c) => (await hostListens(c)) === 2,
     gone: async (c) => (await hostListens(c)) === 0,
   });
@@ -168,7 +168,7 @@ engineTest('loopback, host-switch: a container on 127.0.0.1 is reachable at the 
     fake.view().filter((v) => v.endsWith(`:${String(c.tcp)}`) || v.endsWith(`:${String(c.udp)}`));
   await scenario(t, w, {
     dial: w.pair.vmAddr,
-    agentArgs: ['-hostSwitchURL', fake.url, '-tap-interface-ip', w.pair.vmAddr],
+    agentArgs: ['-hostSwitchURL', fake.url, '-procnet=false', '-tap-interface-ip', w.pair.vmAddr],
     ready: (c) =>
       Promise.resolve(entries(c).join(',') === `tcp 127.0.0.1:${String(c.tcp)}->${w.pair.vmAddr}:${String(c.tcp)},udp 127.0.0.1:${String(c.udp)}->${w.pair.vmAddr}:${String(c.udp)}`),
     gone: (c) => Promise.resolve(entries(c).length === 0),
@@ -179,7 +179,7 @@ engineTest('loopback, bad input: a -tap-interface-ip the VM does not have gives 
   const w = await world(t, 'b');
   const fake = await startFake(t, 0, { bind: false });
   const missing = w.pair.vmAddr.replace(/\.2$/, '.3');
-  const agent = startAgent(w, ['-hostSwitchURL', fake.url, '-tap-interface-ip', missing]);
+  const agent = startAgent(w, ['-hostSwitchURL', fake.url, '-procnet=false', '-tap-interface-ip', missing]);
   await waitFor(() => agent.output().includes('portstream agent running'), 30_000, () => `the agent to start\n${w.explain()}`);
   const containers = new TestContainers();
   w.cleanups.push(() => containers.removeAll());
@@ -213,7 +213,7 @@ engineTest('loopback, containerd: a nerdctl-labelled task on 127.0.0.1 behind re
   w.procs.push(host);
   w.cleanups.push(() => stop(host));
   await waitFor(() => host.output().includes(`receiving PortMappings on ${w.pair.hostAddr}:3040`), 30_000, () => `the host side to listen\n${w.explain()}`);
-  const agent = startAgent(w, ['-containerd', '-containerdSock', containerd.socket, '-privilegedService', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm]);
+  const agent = startAgent(w, ['-containerd', '-containerdSock', containerd.socket, '-privilegedService', '-procnet=false', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm]);
   await waitFor(() => agent.output().includes('portstream agent running'), 30_000, () => `the agent to start\n${w.explain()}`);
 
   // The task and its network, as nerdctl makes them: the label, then CNI bridge + portmap in the task's netns.

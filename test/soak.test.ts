@@ -288,7 +288,7 @@ engineTest(
       if (left.length > 0) await docker('rm', '-f', ...left);
       await receiver.close();
     });
-    const agent = await startProbedAgent(t, ['-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo']);
+    const agent = await startProbedAgent(t, ['-docker', '-privilegedService', '-iptables=false', '-procnet=false', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo']);
 
     const mine = (key: string): boolean => {
       const port = Number(/:(\d+)$/.exec(key)?.[1]);

@@ -1,4 +1,4 @@
-import { Observable } from 'rxjs';
+import { EMPTY, Observable, type Subscription } from 'rxjs';
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { applyDelta, emptyPortSet, type Forward, type PortSet } from '../model.js';
@@ -25,8 +25,11 @@ const guarded = new WeakSet<TableOutput>();
  * so then it says so once and completes; the agent and its other sinks go on forwarding. A
  * listener stays on the output for good, so that an error of a write still under way when the
  * table stopped cannot end the process either.
+ *
+ * On a terminal, `logs$` (see logPane.ts) are the last log lines, drawn below the table so the
+ * two never overlap.
  */
-export function tableSink(out: TableOutput = process.stdout, log: Logger = moduleLogger('table')): Sink {
+export function tableSink(out: TableOutput = process.stdout, log: Logger = moduleLogger('table'), logs$: Observable<readonly string[]> = EMPTY): Sink {
   const tty = out.isTTY === true;
   if (!guarded.has(out)) {
     guarded.add(out);
@@ -35,6 +38,8 @@ export function tableSink(out: TableOutput = process.stdout, log: Logger = modul
   return (deltas$) =>
     new Observable<SinkReport>((subscriber) => {
       let current: PortSet = emptyPortSet;
+      let logs: readonly string[] = [];
+      const frame = (): string => clearScreen + renderTable(current) + (logs.length === 0 ? '' : `\n${logs.join('\n')}\n`);
       const closed = (error?: unknown): void => {
         if (subscriber.closed) return;
         const why = error === undefined ? 'it is closed' : errorMessage(error);
@@ -54,11 +59,17 @@ export function tableSink(out: TableOutput = process.stdout, log: Logger = modul
         }
       };
       out.on?.('error', closed);
-      if (tty) write(clearScreen + renderTable(current));
+      if (tty) write(frame());
+      const logLines: Subscription | undefined = tty
+        ? logs$.subscribe((lines) => {
+            logs = lines;
+            write(frame());
+          })
+        : undefined;
       const subscription = deltas$.subscribe({
         next: (delta) => {
           current = applyDelta(current, delta);
-          write(tty ? clearScreen + renderTable(current) : jsonLines('remove', delta.removed) + jsonLines('add', delta.added));
+          write(tty ? frame() : jsonLines('remove', delta.removed) + jsonLines('add', delta.added));
           subscriber.next({ sink: 'table', type: 'wrote', added: delta.added, removed: delta.removed });
         },
         error: (err: unknown) => {
@@ -71,6 +82,7 @@ export function tableSink(out: TableOutput = process.stdout, log: Logger = modul
         },
       });
       return () => {
+        logLines?.unsubscribe();
         subscription.unsubscribe();
         out.off?.('error', closed);
       };

@@ -1,6 +1,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { agentFlags, agentUsage, parseConfig, parseVtunnelAddr, type AgentConfig } from '../../src/config.js';
+import { defaultProcnetExclude, parsePortList, type PortRange } from '../../streams/procnetPolicy.js';
+
+const defaultExcludeRanges = (parsePortList(defaultProcnetExclude) as { ranges: PortRange[] }).ranges;
 
 function config(argv: string[]): AgentConfig {
   const r = parseConfig(argv);
@@ -31,6 +34,8 @@ const defaults = {
   adminInstall: false,
   k8sAPIPort: 6443,
   debug: false,
+  procnet: false,
+  procnetExclude: defaultExcludeRanges,
 };
 
 /** The config without the two fields that describe the command line rather than the agent. */
@@ -73,13 +78,15 @@ describe('parseConfig: defaults', () => {
         ['adminInstall', 'bool', false],
         ['k8sAPIPort', 'int', 6443],
         ['debug', 'bool', false],
+        ['procnet', 'bool', false],
+        ['procnetExclude', 'string', defaultProcnetExclude],
       ],
     );
   });
 });
 
 describe('parseConfig: every flag sets its field', () => {
-  const cases: [argv: string[], field: keyof typeof defaults, value: unknown][] = [
+  const cases: [argv: string[], field: keyof typeof defaults, value: unknown, also?: Partial<typeof defaults>][] = [
     [['-docker'], 'docker', true],
     [['-containerd'], 'containerd', true],
     [['-containerdSock', '/run/containerd/containerd.sock'], 'containerdSock', '/run/containerd/containerd.sock'],
@@ -87,19 +94,21 @@ describe('parseConfig: every flag sets its field', () => {
     [['-kubernetes'], 'kubernetes', true],
     [['-kubeconfig=/root/.kube/config'], 'kubeconfig', '/root/.kube/config'],
     [['-k8sServiceListenerAddr', '127.0.0.1'], 'k8sServiceListenerAddr', '127.0.0.1'],
-    [['-privilegedService'], 'privilegedService', true],
+    [['-privilegedService'], 'privilegedService', true, { procnet: true }],
     [['-vtunnelAddr', '10.0.0.2:4000'], 'vtunnelAddr', '10.0.0.2:4000'],
     [['-connectInterface', 'wlan0'], 'connectInterface', 'wlan0'],
-    [['-hostSwitchURL', 'http://192.168.127.1:80'], 'hostSwitchURL', 'http://192.168.127.1:80'],
+    [['-hostSwitchURL', 'http://192.168.127.1:80'], 'hostSwitchURL', 'http://192.168.127.1:80', { procnet: true }],
     [['-tap-interface-ip', '192.168.127.9'], 'tapInterfaceIp', '192.168.127.9'],
     [['-adminInstall'], 'adminInstall', true],
     [['-k8sAPIPort', '16443'], 'k8sAPIPort', 16443],
     [['-debug'], 'debug', true],
+    [['-procnet'], 'procnet', true],
+    [['-procnetExclude', '22, 8000-8100'], 'procnetExclude', [{ from: 22, to: 22 }, { from: 8000, to: 8100 }]],
   ];
-  for (const [argv, field, value] of cases) {
+  for (const [argv, field, value, also] of cases) {
     test(`${argv.join(' ')} → ${field}`, () => {
       const c = config(argv);
-      assert.deepEqual(settings(c), { ...defaults, [field]: value });
+      assert.deepEqual(settings(c), { ...defaults, ...also, [field]: value });
       assert.deepEqual([...c.explicit], [argv[0]?.replace(/^-+/, '').replace(/=.*/, '')]);
       assert.equal(c.autoDetect, false);
     });
@@ -127,6 +136,23 @@ describe('parseConfig: every flag sets its field', () => {
     const c = config(['-hostSwitchURL=']);
     assert.equal(c.hostSwitchURL, undefined);
     assert.ok(c.explicit.has('hostSwitchURL'));
+  });
+
+  test('-procnet defaults to on with a vtunnel or host-switch sink and off in listener mode; given, it wins', () => {
+    assert.equal(config(['-docker']).procnet, false);
+    assert.equal(config(['-docker', '-privilegedService']).procnet, true);
+    assert.equal(config(['-hostSwitchURL', 'http://127.0.0.1:9/']).procnet, true);
+    assert.equal(config(['-hostSwitchURL=']).procnet, false, 'an empty URL is no host-switch sink');
+    assert.equal(config(['-privilegedService', '-procnet=false']).procnet, false);
+    assert.equal(config(['-procnet=false', '-hostSwitchURL', 'http://127.0.0.1:9/']).procnet, false);
+    assert.equal(config(['-procnet']).procnet, true);
+  });
+
+  test('-procnetExclude: ports and ranges; empty excludes nothing; anything else names the flag', () => {
+    assert.deepEqual(config(['-procnetExclude=']).procnetExclude, []);
+    for (const bad of ['0', '65536', '80-70', 'ssh', '22;53', '1-2-3']) {
+      assert.match(error([`-procnetExclude=${bad}`]), /^invalid value ".*" for flag -procnetExclude: ".*" is not a port \(1\.\.65535\) or a range LOW-HIGH$/);
+    }
   });
 
   test('k8sAPIPort takes Go integer syntax', () => {

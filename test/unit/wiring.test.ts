@@ -11,18 +11,18 @@ function config(...argv: string[]): AgentConfig {
   return parsed.config;
 }
 
-test('privileged mode: engines and Kubernetes over the vtunnel, iptables (on by default) to placeholder listeners', () => {
+test('privileged mode: engines, Kubernetes and host-network listeners over the vtunnel, iptables (on by default) to placeholder listeners', () => {
   const wiring = decideRoutes(config('-docker', '-containerd', '-kubernetes', '-privilegedService'), nothing);
-  assert.deepEqual(wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes']);
+  assert.deepEqual(wiring.sources, ['docker', 'containerd', 'iptables', 'kubernetes', 'procnet']);
   assert.deepEqual(wiring.routes, [
-    { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes'] },
+    { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes', 'procnet'] },
     { sink: 'listeners', sources: ['iptables'] },
-    { sink: 'loopback', sources: ['docker', 'containerd', 'kubernetes'] },
+    { sink: 'loopback', sources: ['docker', 'containerd', 'kubernetes', 'procnet'] },
   ]);
 });
 
 test('-iptables=false turns the default backend off', () => {
-  assert.deepEqual(decideRoutes(config('-docker', '-privilegedService', '-iptables=false'), nothing).routes, [
+  assert.deepEqual(decideRoutes(config('-docker', '-privilegedService', '-iptables=false', '-procnet=false'), nothing).routes, [
     { sink: 'vtunnel', sources: ['docker'] },
     { sink: 'loopback', sources: ['docker'] },
   ]);
@@ -31,9 +31,16 @@ test('-iptables=false turns the default backend off', () => {
 test('-hostSwitchURL sends every source to the expose API, and wins over -privilegedService', () => {
   const wiring = decideRoutes(config('-docker', '-kubernetes', '-privilegedService', '-hostSwitchURL', 'http://127.0.0.1:9/'), nothing);
   assert.deepEqual(wiring.routes, [
-    { sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes'] },
-    { sink: 'loopback', sources: ['docker', 'iptables', 'kubernetes'] },
+    { sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes', 'procnet'] },
+    { sink: 'loopback', sources: ['docker', 'iptables', 'kubernetes', 'procnet'] },
   ]);
+});
+
+test("-procnet in listener mode has nowhere to go: said, and not routed (WSL sees the VM's listeners itself)", () => {
+  const wiring = decideRoutes(config('-docker', '-procnet'), nothing);
+  assert.deepEqual(wiring.routes, [{ sink: 'listeners', sources: ['iptables'] }]);
+  assert.match(wiring.notices.join('\n'), /procnet: nothing to forward in listener mode/);
+  assert.ok(!decideRoutes(config('-docker'), nothing).sources.includes('procnet'), 'off by default in listener mode');
 });
 
 test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {

@@ -1,0 +1,3 @@
+import { benchProcnetHere } from './procnet.js';
+
+await benchProcnetHere(process.argv.includes('--quick'));

@@ -1,6 +1,6 @@
 /**
  * A PROTOCOL FAKE of gvisor-tap-vsock's forwarder API (pkg/services/forwarder/ports.go), the
- * host-switch expose API of docs/host-switch.md, faithful to what it answers:
+ * host-switch expose API (docs/host-switch.md), faithful to what it answers:
  * - `POST /services/forwarder/expose` `{"local","remote","protocol"}`: 200 with an empty body;
  *   500 `proxy already running` for a duplicate protocol+local (v0.8.2 on; with
  *   `duplicate: 'pre-0.8.2'`, the bind error older forwarders answer instead:

@@ -136,5 +136,71 @@ test('agent: at stop the sources are let go at once, while a slow sink is still 
 }));
 
 test('agent: a route naming an unknown source is a programming error, said at once', () => {
+  // A plan written out in TypeScript cannot name a missing source; one built at run time can.
+  // @ts-expect-error -- 'nope' is not a key of `sources`
   assert.throws(() => createAgent({ sources: {}, routes: [{ sink: recordingSink([]), sources: ['nope'] }] }, new Observable()), /source "nope"/);
+});
+
+/** A sink that records what it is given and, once its input completes, the withdrawal. */
+function withdrawingSink(log: string[]): Sink {
+  return (deltas$) =>
+    new Observable((subscriber) =>
+      deltas$.subscribe({
+        next: (d) => {
+          log.push(`+${String(d.added.length)}-${String(d.removed.length)}`);
+          subscriber.next({ sink: 'w', type: 'wrote', added: d.added, removed: d.removed });
+        },
+        error: (e: unknown) => { subscriber.error(e); },
+        complete: () => {
+          log.push('withdrawn');
+          subscriber.next({ sink: 'w', type: 'withdrawn', count: 1 });
+          subscriber.complete();
+        },
+      }),
+    );
+}
+
+test('agent: an AbortSignal stops it as stop$ does: the sink withdraws, the reports complete', marbles(({ hot, expectObservable, flush }, scheduler) => {
+  const docker = hot<SourceEvent>('-a', { a: upsert('c1', [d80]) });
+  const controller = new AbortController();
+  scheduler.schedule(() => { controller.abort(); }, 5);
+  const log: string[] = [];
+  const reports = createAgent({ sources: { docker }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0, scheduler }, { signal: controller.signal });
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---(x|)', { w: 'wrote', x: 'withdrawn' });
+  flush();
+  assert.deepEqual(log, ['+1-0', 'withdrawn']);
+}));
+
+test('agent: a signal that has already aborted withdraws at once', () => {
+  const log: string[] = [];
+  const types: string[] = [];
+  createAgent({ sources: { docker: of(upsert('c1', [d80])) }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0 }, { signal: AbortSignal.abort() })
+    .subscribe((r) => types.push(r.type));
+  assert.deepEqual(types, ['withdrawn']);
+  assert.deepEqual(log, ['withdrawn']);
+});
+
+test('agent: unsubscribing withdraws too; the sources stop, the withdrawal runs unobserved', marbles(({ hot, flush }, scheduler) => {
+  let sourceUnsubscribed = false;
+  const docker = hot<SourceEvent>('-a', { a: upsert('c1', [d80]) }).pipe(finalize(() => { sourceUnsubscribed = true; }));
+  const log: string[] = [];
+  const seen: string[] = [];
+  const subscription = createAgent({ sources: { docker }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0, scheduler }, NEVER)
+    .subscribe((r) => seen.push(r.type));
+  scheduler.schedule(() => { subscription.unsubscribe(); }, 3);
+  flush();
+  assert.deepEqual(log, ['+1-0', 'withdrawn']);
+  assert.deepEqual(seen, ['wrote'], 'the withdrawal report goes nowhere once unsubscribed');
+  assert.equal(sourceUnsubscribed, true);
+}));
+
+test('agent: a route naming a source the plan lacks does not compile', () => {
+  const docker: Observable<SourceEvent> = of();
+  const sink = recordingSink([]);
+  // @ts-expect-error -- 'dockr' is a typo of 'docker'
+  assert.throws(() => createAgent({ sources: { docker }, routes: [{ sink, sources: ['dockr'] }] }), /source "dockr"/);
+  // A plan typed with plain strings (built at run time) still compiles, and is checked at run time.
+  const names: string[] = ['docker'];
+  const sources: Record<string, Observable<SourceEvent>> = { docker };
+  createAgent({ sources, routes: [{ sink, sources: names }] }, { signal: AbortSignal.abort() }).subscribe();
 });

@@ -18,20 +18,14 @@ import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import type { Parsed } from './dockerPorts.js';
 import { networkConfigFile, portsFromLabel, portsFromNetworkConfig, portsSourceOf } from './nerdctlPorts.js';
-import type { TaskStart__Output } from './containerd-types/containerd/events/TaskStart.js';
-import type { TaskExit__Output } from './containerd-types/containerd/events/TaskExit.js';
-import type { ContainerUpdate__Output } from './containerd-types/containerd/events/ContainerUpdate.js';
-import type { ContainerDelete__Output } from './containerd-types/containerd/events/ContainerDelete.js';
-import type { Process__Output } from './containerd-types/containerd/v1/types/Process.js';
-import type { Container__Output } from './containerd-types/containerd/services/containers/v1/Container.js';
 import { errorMessage } from '../src/errors.js';
 
 /** The event topics portstream follows, with the payload each carries (decoded from the envelope's `Any`). */
 export type ContainerdEvent =
-  | { readonly namespace: string; readonly topic: '/tasks/start'; readonly event: Pick<TaskStart__Output, 'container_id'> }
-  | { readonly namespace: string; readonly topic: '/tasks/exit'; readonly event: Pick<TaskExit__Output, 'container_id' | 'id'> }
-  | { readonly namespace: string; readonly topic: '/containers/update'; readonly event: Pick<ContainerUpdate__Output, 'id' | 'labels'> }
-  | { readonly namespace: string; readonly topic: '/containers/delete'; readonly event: Pick<ContainerDelete__Output, 'id'> };
+  | { readonly namespace: string; readonly topic: '/tasks/start'; readonly event: { readonly container_id: string } }
+  | { readonly namespace: string; readonly topic: '/tasks/exit'; readonly event: { readonly container_id: string; readonly id: string } }
+  | { readonly namespace: string; readonly topic: '/containers/update'; readonly event: { readonly id: string; readonly labels: Readonly<Record<string, string>> } }
+  | { readonly namespace: string; readonly topic: '/containers/delete'; readonly event: { readonly id: string } };
 
 export type ContainerdTopic = ContainerdEvent['topic'];
 export const containerdTopics: readonly ContainerdTopic[] = ['/tasks/start', '/tasks/exit', '/containers/update', '/containers/delete'];
@@ -40,9 +34,19 @@ export const containerdTopics: readonly ContainerdTopic[] = ['/tasks/start', '/t
  * A task from `Tasks.List`: its container and whether it runs. containerd 1.6 fills in only `id`
  * (the container's ID) and leaves `container_id` empty; either one names the container.
  */
-export type ContainerdTask = Pick<Process__Output, 'container_id' | 'id' | 'status'>;
+export interface ContainerdTask {
+  readonly container_id: string;
+  readonly id: string;
+  readonly status: ContainerdTaskStatus;
+}
+
+/** A task's state, as containerd's `containerd.v1.types.Status` enum names it. */
+export type ContainerdTaskStatus = 'UNKNOWN' | 'CREATED' | 'RUNNING' | 'STOPPED' | 'PAUSED' | 'PAUSING';
 /** A container from `Containers.Get`: its labels are where nerdctl writes the ports. */
-export type ContainerdContainer = Pick<Container__Output, 'id' | 'labels'>;
+export interface ContainerdContainer {
+  readonly id: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
 
 /** Emitted by `events()` once the subscription is known to be live, before any event it passes on. */
 export const CONTAINERD_EVENTS_OPEN = Symbol('containerd events open');

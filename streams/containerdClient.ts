@@ -10,12 +10,14 @@ import { moduleLogger, type Logger } from '../src/log.js';
 import {
   CONTAINERD_EVENTS_OPEN,
   containerdTopics,
-  type ContainerdClient,
   type ContainerdContainer,
   type ContainerdEvent,
   type ContainerdTask,
 } from './containerd.js';
 import { networkConfigFile } from './nerdctlPorts.js';
+import type { GrpcContainerdClient, GrpcContainerdClientOptions } from './containerdClientLazy.js';
+
+export type { GrpcContainerdClient, GrpcContainerdClientOptions } from './containerdClientLazy.js';
 import type { ProtoGrpcType as EventsProto } from './containerd-types/events.js';
 import type { ProtoGrpcType as ContainersProto } from './containerd-types/containers.js';
 import type { ProtoGrpcType as NamespacesProto } from './containerd-types/namespace.js';
@@ -49,20 +51,6 @@ export const subscribedTopic = '/portstream/subscribed';
 /** The namespace the marker is published in (containerd needs one; it does not have to exist). */
 export const markerNamespace = 'portstream';
 const markerType = 'portstream.Subscribed';
-
-export interface GrpcContainerdClientOptions {
-  readonly log?: Logger;
-  /** Deadline of each unary call (default 15 s), so a hung containerd cannot stall the stream. */
-  readonly callTimeoutMs?: number;
-  /** How long to wait for the subscription's marker to come back before giving up (default 10 s). */
-  readonly markerTimeoutMs?: number;
-}
-
-/** The real containerd behind `ContainerdClient`, through grpc-js on containerd's unix socket. */
-export interface GrpcContainerdClient extends ContainerdClient {
-  /** Closes the gRPC channel (the agent never needs this; tests and benchmarks do). */
-  close(): void;
-}
 
 let loaded: ContainerdProto | undefined;
 /** The vendored protos, loaded once: service constructors and message (de)serialisers. */

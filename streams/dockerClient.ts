@@ -1,6 +1,6 @@
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { createInterface } from 'node:readline';
-import { Observable } from 'rxjs';
+import { defer, from, Observable, switchMap } from 'rxjs';
 import { abortable } from './abortable.js';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
@@ -8,54 +8,80 @@ import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type Docke
 const eventFilters = { type: ['container' as const], event: ['start', 'die', 'stop', 'destroy'] };
 
 /**
- * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
- * `DOCKER_HOST`, else `/var/run/docker.sock`.
+ * Where dockerode connects: a unix socket, or a TCP host and port. The subset of dockerode's own
+ * options that portstream passes on, named here so that the package's types need no @types.
  */
-export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = moduleLogger('docker')): DockerClient {
-  const docker = new Docker(options);
+export interface DockerConnection {
+  /** A unix socket path, e.g. `/var/run/docker.sock`. */
+  readonly socketPath?: string | undefined;
+  readonly host?: string | undefined;
+  readonly port?: number | string | undefined;
+  readonly protocol?: 'http' | 'https' | undefined;
+  /** Milliseconds before a request without an answer fails (dockerode's own, beside ours). */
+  readonly timeout?: number | undefined;
+}
+
+/**
+ * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
+ * `DOCKER_HOST`, else `/var/run/docker.sock`. dockerode (with ssh2) takes ~100 ms to import, so it
+ * is loaded at the first request, not with this module.
+ */
+export function dockerodeClient(options?: DockerConnection, log: Logger = moduleLogger('docker')): DockerClient {
+  let engine: Promise<Docker> | undefined;
+  const withEngine = <T>(use: (docker: Docker) => Observable<T>): Observable<T> =>
+    defer(() => from((engine ??= import('dockerode').then(({ default: Docker }) => new Docker(definedOnly(options)))))).pipe(switchMap(use));
   return {
-    events: () =>
-      new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
-        let stream: NodeJS.ReadableStream | undefined;
-        let closed = false;
-        // A dockerd that hangs before answering would otherwise keep this request open for good.
-        const request = new AbortController();
-        docker.getEvents({ filters: eventFilters, abortSignal: request.signal }).then(
-          (s) => {
-            stream = s;
-            if (closed) {
-              destroy(s);
-              return;
-            }
-            // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
-            s.on('error', (err: Error) => { subscriber.error(err); });
-            s.on('close', () => { subscriber.complete(); });
-            subscriber.next(EVENTS_OPEN);
-            const lines = createInterface({ input: s, crlfDelay: Infinity });
-            lines.on('line', (line) => {
-              if (line.trim() === '') return;
-              try {
-                subscriber.next(JSON.parse(line) as DockerEvent);
-              } catch {
-                log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
-              }
-            });
-            lines.on('close', () => { subscriber.complete(); });
-            // readline re-raises an aborted response (dockerd killed) on itself; unhandled, that
-            // would crash the agent with an uncaught ECONNRESET.
-            lines.on('error', (err: Error) => { subscriber.error(err); });
-          },
-          (err: unknown) => { subscriber.error(err); },
-        );
-        return () => {
-          closed = true;
-          if (stream) destroy(stream);
-          else request.abort();
-        };
-      }),
-    listContainers: () => abortable((signal) => docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>),
-    inspect: (id) => abortable((signal) => docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>),
+    events: () => withEngine((docker) => engineEvents(docker, log)),
+    listContainers: () => withEngine((docker) => abortable((signal) => docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>)),
+    inspect: (id) => withEngine((docker) => abortable((signal) => docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>)),
   };
+}
+
+/** dockerode reads `'socketPath' in options`, so keys set to undefined are left out. */
+function definedOnly(options: DockerConnection | undefined): Docker.DockerOptions | undefined {
+  if (options === undefined) return undefined;
+  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+}
+
+function engineEvents(docker: Docker, log: Logger): Observable<typeof EVENTS_OPEN | DockerEvent> {
+  return new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
+    let stream: NodeJS.ReadableStream | undefined;
+    let closed = false;
+    // A dockerd that hangs before answering would otherwise keep this request open for good.
+    const request = new AbortController();
+    docker.getEvents({ filters: eventFilters, abortSignal: request.signal }).then(
+      (s) => {
+        stream = s;
+        if (closed) {
+          destroy(s);
+          return;
+        }
+        // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
+        s.on('error', (err: Error) => { subscriber.error(err); });
+        s.on('close', () => { subscriber.complete(); });
+        subscriber.next(EVENTS_OPEN);
+        const lines = createInterface({ input: s, crlfDelay: Infinity });
+        lines.on('line', (line) => {
+          if (line.trim() === '') return;
+          try {
+            subscriber.next(JSON.parse(line) as DockerEvent);
+          } catch {
+            log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
+          }
+        });
+        lines.on('close', () => { subscriber.complete(); });
+        // readline re-raises an aborted response (dockerd killed) on itself; unhandled, that
+        // would crash the agent with an uncaught ECONNRESET.
+        lines.on('error', (err: Error) => { subscriber.error(err); });
+      },
+      (err: unknown) => { subscriber.error(err); },
+    );
+    return () => {
+      closed = true;
+      if (stream) destroy(stream);
+      else request.abort();
+    };
+  });
 }
 
 function destroy(stream: NodeJS.ReadableStream): void {

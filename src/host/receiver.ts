@@ -34,6 +34,8 @@ export interface HostReceiverOptions {
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
   readonly log?: Logger;
+  /** `startHostReceiver` only: aborting it closes the receiver, as `close()` does. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export const receiverDefaults = { listen: '127.0.0.1:3040', messageTimeoutMs: 10_000, maxClients: 64 } as const;
@@ -278,7 +280,16 @@ export function startHostReceiver(opts: HostReceiverOptions): Promise<HostReceiv
       },
     });
 
+    const { signal } = opts;
+    const onAbort = (): void => {
+      if (!started) reject(signal?.reason);
+      void close();
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+
     async function close(): Promise<void> {
+      signal?.removeEventListener('abort', onAbort);
       subscription.unsubscribe();
       state.clear();
       events.complete();

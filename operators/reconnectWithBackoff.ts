@@ -1,15 +1,16 @@
 import { defaultBackoff, jitteredDelay, type Backoff } from '../src/backoff.js';
+import { definedOptions } from '../src/options.js';
 import { asyncScheduler, defer, retry, tap, timer, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
 
 export { backoffDelay, defaultBackoff, jitteredDelay, retryLogLevel, type Backoff } from '../src/backoff.js';
 
 export interface BackoffOptions extends Backoff {
   /** The attempt count resets only after a (re)subscription has lived this long without error. */
-  readonly stableMs?: number;
+  readonly stableMs?: number | undefined;
   /** Called before each wait, for logging. */
-  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
+  readonly onRetry?: ((error: unknown, attempt: number, delayMs: number) => void) | undefined;
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
 /**
@@ -22,7 +23,7 @@ export interface BackoffOptions extends Backoff {
  *   result:  ----[d1]--#... waits d1 = initialMs, then 2·d1, 4·d1, ... up to maxMs
  */
 export function reconnectWithBackoff<T>(opts: BackoffOptions = {}): MonoTypeOperatorFunction<T> {
-  const { stableMs } = { ...defaultBackoff, ...opts };
+  const { stableMs } = { ...defaultBackoff, ...definedOptions(opts) };
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   return (source$) =>

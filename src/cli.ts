@@ -118,7 +118,7 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
       return iptablesEvents(nodeIptablesClient());
     }
     case 'kubernetes': {
-      const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubernetesClient.js')]);
+      const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubeconfigClients.js')]);
       return kubernetesServices(kubeconfigClients(config.kubeconfig), {
         listenerAddr: config.k8sServiceListenerAddr,
         // The API port goes to the host only through the vtunnel or host-switch: a placeholder

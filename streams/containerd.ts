@@ -68,11 +68,11 @@ export interface ContainerdClient {
 }
 
 export interface ContainerdStreamOptions {
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
-  readonly scheduler?: SchedulerLike;
+  readonly log?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** How many `Containers.Get` calls the start-up scan keeps in flight (default 8). */
-  readonly lookupConcurrency?: number;
+  readonly lookupConcurrency?: number | undefined;
 }
 
 /** A forward's owner: containerd's IDs are unique only within a namespace. */

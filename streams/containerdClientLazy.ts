@@ -3,11 +3,11 @@ import type { Logger } from '../src/log.js';
 import type { ContainerdClient } from './containerd.js';
 
 export interface GrpcContainerdClientOptions {
-  readonly log?: Logger;
+  readonly log?: Logger | undefined;
   /** Deadline of each unary call (default 15 s), so a hung containerd cannot stall the stream. */
-  readonly callTimeoutMs?: number;
+  readonly callTimeoutMs?: number | undefined;
   /** How long to wait for the subscription's marker to come back before giving up (default 10 s). */
-  readonly markerTimeoutMs?: number;
+  readonly markerTimeoutMs?: number | undefined;
 }
 
 /** The real containerd behind `ContainerdClient`, through grpc-js on containerd's unix socket. */

@@ -54,11 +54,11 @@ export interface DockerClient {
 }
 
 export interface DockerStreamOptions {
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
+  readonly log?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
   /** Bound on one list or inspect: a hung engine is treated as a lost one (reconnect, re-list). */
-  readonly requestTimeoutMs?: number;
-  readonly scheduler?: SchedulerLike;
+  readonly requestTimeoutMs?: number | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
 export const dockerDefaults = { requestTimeoutMs: 15_000 } as const;

@@ -23,6 +23,7 @@ import { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { cniPortmapRules, parseIptablesSave, unreadableTable, type CountingRule, type Family } from './iptablesRules.js';
 import { errorMessage } from '../src/errors.js';
+import { definedOptions } from '../src/options.js';
 
 export type { Family } from './iptablesRules.js';
 
@@ -55,24 +56,24 @@ export interface IptablesClient {
 }
 
 export interface IptablesStreamOptions {
-  readonly log?: Logger;
-  readonly scheduler?: SchedulerLike;
+  readonly log?: Logger | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Back-off of a failing iptables-save, and of restarting a monitor that died. */
-  readonly backoff?: BackoffOptions;
+  readonly backoff?: BackoffOptions | undefined;
   /** Monitors to try, in order; none works (or none given) → polling. Default: nft, xtables. */
-  readonly monitors?: readonly MonitorKind[];
+  readonly monitors?: readonly MonitorKind[] | undefined;
   /** A monitor that has run this long works; one that ends sooner is passed over. Default 1 s. */
-  readonly settleMs?: number;
+  readonly settleMs?: number | undefined;
   /** The first change after quiet is read at once; changes inside this window fold into one more read. Default 20 ms. */
-  readonly coalesceMs?: number;
+  readonly coalesceMs?: number | undefined;
   /** While changes keep coming the window doubles up to this. Default 500 ms. */
-  readonly maxCoalesceMs?: number;
+  readonly maxCoalesceMs?: number | undefined;
   /** A re-read even without a change, in case a monitor missed one. Default 30 s. */
-  readonly safetyMs?: number;
+  readonly safetyMs?: number | undefined;
   /** The re-read period when no monitor works. Default 2 s. */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** What counts as a published port. Default: CNI portmap. */
-  readonly rules?: readonly CountingRule[];
+  readonly rules?: readonly CountingRule[] | undefined;
 }
 
 export const iptablesDefaults = {
@@ -111,7 +112,7 @@ export type Trigger =
 export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptions = {}): Observable<SourceEvent> {
   const log = opts.log ?? moduleLogger('iptables');
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  const o = { ...iptablesDefaults, ...definedOptions(opts) };
   return defer(() => {
     const logged: Logged = { problems: new Set(), noIpv6: false, failing: false, lastIpv6: '', ipv6Failing: false };
     return merge(
@@ -147,7 +148,7 @@ export function ruleTriggers(
 
 /** `ruleTriggers` for one subscription (its state: what failed, which mode was announced). */
 function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLike, opts: IptablesStreamOptions): Observable<Trigger> {
-  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  const o = { ...iptablesDefaults, ...definedOptions(opts) };
   const failures: string[] = [];
   let announced: MonitorKind | 'poll' | undefined;
   const announce = (mode: MonitorKind | 'poll', message: string): void => {
@@ -314,10 +315,6 @@ interface Logged {
   /** The last IPv6 nat table read, which stands while ip6tables-save fails. */
   lastIpv6: string;
   ipv6Failing: boolean;
-}
-
-function withoutUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function code(error: unknown): unknown {

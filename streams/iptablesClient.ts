@@ -18,7 +18,7 @@ const monitorArgv: Readonly<Record<MonitorKind, () => readonly [string, ...strin
 
 export interface NodeIptablesClientOptions {
   /** A command that has not finished after this long is killed and counts as failed. Default 30 s. */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
 }
 
 /**

@@ -6,12 +6,12 @@ import { moduleLogger, type Logger } from '../src/log.js';
 
 export interface FileWatchOptions {
   /** The slow stat poll that backs up fs.watch (a directory that does not exist yet, a stale watch). Default 5 s. */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** Quiet time after a change event before the file is read, so a file still being written is read whole. Default 100 ms. */
-  readonly settleMs?: number;
+  readonly settleMs?: number | undefined;
   /** What the file is, for log lines. Default `kubeconfig`. */
-  readonly what?: string;
-  readonly log?: Logger;
+  readonly what?: string | undefined;
+  readonly log?: Logger | undefined;
 }
 
 export const defaultPollMs = 5_000;

@@ -60,17 +60,17 @@ export interface KubernetesStreamOptions {
   /** The host IP of every forward: `-k8sServiceListenerAddr` (`0.0.0.0` or `127.0.0.1`). */
   readonly listenerAddr: string;
   /** `-k8sAPIPort`: forwarded (TCP) from the start as the owner `kubernetes/apiserver`. Leave out for none. */
-  readonly apiPort?: number;
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
-  readonly scheduler?: SchedulerLike;
+  readonly apiPort?: number | undefined;
+  readonly log?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** A list that has not answered by then counts as a failed connection. Default 30 s. */
-  readonly listTimeoutMs?: number;
+  readonly listTimeoutMs?: number | undefined;
   /**
    * A watch is cut and the Services re-listed after this long, in case the server's own
    * `timeoutSeconds` never arrives (a half-open connection). Default 15 min.
    */
-  readonly maxWatchMs?: number;
+  readonly maxWatchMs?: number | undefined;
 }
 
 export const defaultListTimeoutMs = 30_000;

@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { toPortSet } from '../operators/toPortSet.js';
 import { diff, type PortKey, type PortSet } from '../src/model.js';
 import { kubernetesServices } from '../streams/kubernetes.js';
-import { kubeconfigClients } from '../streams/kubernetesClient.js';
+import { kubeconfigClients } from '../streams/kubeconfigClients.js';
 import { makeTestPki, startFakeApiServer, type FakeApiServer, type TestPki } from './fakeApiServer.js';
 import { engineTest, recordPortSets, sleep, sorted, waitFor, type PortSetRecorder } from './engines.js';
 

@@ -13,6 +13,6 @@ export {
   type KubeStatus,
   type KubeWatchEvent,
 } from '../../streams/kubernetes.js';
-export { kubeconfigClients, type KubeClientOptions } from '../../streams/kubernetesClient.js';
+export { kubeconfigClients, type KubeClientOptions } from '../../streams/kubeconfigClients.js';
 export type { FileWatchOptions } from '../../streams/kubeconfigFile.js';
 export { forwardsOfService, type KubeService, type KubeServicePort, type ServiceForwards } from '../../streams/kubeServices.js';

@@ -4,6 +4,7 @@ import { asyncScheduler, defer, retry, tap, timer, type MonoTypeOperatorFunction
 
 export { backoffDelay, defaultBackoff, jitteredDelay, retryLogLevel, type Backoff } from '../src/backoff.js';
 
+/** How `reconnectWithBackoff` waits between attempts, and whom it tells about each retry. */
 export interface BackoffOptions extends Backoff {
   /** The attempt count resets only after a (re)subscription has lived this long without error. */
   readonly stableMs?: number | undefined;

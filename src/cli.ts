@@ -15,6 +15,7 @@ import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 
+/** The process's streams and environment, passed in so tests can run the CLI in-process. */
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
   readonly stderr: NodeJS.WritableStream;

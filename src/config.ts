@@ -36,6 +36,7 @@ export const agentFlags = [
   { name: 'debug', kind: 'bool', default: false, usage: 'debug logging' },
 ] as const;
 
+/** The name of one of the agent's flags. */
 export type AgentFlagName = (typeof agentFlags)[number]['name'];
 
 /** Everything the agent is told on its command line, validated. */
@@ -63,6 +64,7 @@ export interface AgentConfig {
   readonly autoDetect: boolean;
 }
 
+/** A parsed command line: the config, help asked for, or what was wrong with it. */
 export type ConfigResult =
   | { readonly ok: true; readonly config: AgentConfig }
   | { readonly ok: false; readonly error: string; readonly help?: never }

@@ -158,6 +158,7 @@ export {
   type HostReceiverOptions,
   type ServerEvent,
   type BindingEvent,
+  type OpenProxy,
   type ProxyEvent,
   type HostBinding,
   type PortMapping,

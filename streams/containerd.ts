@@ -27,7 +27,9 @@ export type ContainerdEvent =
   | { readonly namespace: string; readonly topic: '/containers/update'; readonly event: { readonly id: string; readonly labels: Readonly<Record<string, string>> } }
   | { readonly namespace: string; readonly topic: '/containers/delete'; readonly event: { readonly id: string } };
 
+/** The topic of an event portstream follows. */
 export type ContainerdTopic = ContainerdEvent['topic'];
+/** The topics `events()` subscribes to. */
 export const containerdTopics: readonly ContainerdTopic[] = ['/tasks/start', '/tasks/exit', '/containers/update', '/containers/delete'];
 
 /**
@@ -60,13 +62,19 @@ export const CONTAINERD_EVENTS_OPEN = Symbol('containerd events open');
  * `grpcContainerdClient` is the real one; tests script their own.
  */
 export interface ContainerdClient {
+  /** `Events.Subscribe` in every namespace: CONTAINERD_EVENTS_OPEN once live, then each event. */
   events(): Observable<typeof CONTAINERD_EVENTS_OPEN | ContainerdEvent>;
+  /** `Namespaces.List`: every namespace's name, once. */
   namespaces(): Observable<readonly string[]>;
+  /** `Tasks.List` in `namespace`, once. */
   tasks(namespace: string): Observable<readonly ContainerdTask[]>;
+  /** `Containers.Get` of `id` in `namespace`, once; NOT_FOUND when it is gone. */
   container(namespace: string, id: string): Observable<ContainerdContainer>;
+  /** `<stateDir>/network-config.json`'s text, once; undefined when there is no such file. */
   networkConfig(stateDir: string): Observable<string | undefined>;
 }
 
+/** How `containerdEvents` logs, backs off and scans. */
 export interface ContainerdStreamOptions {
   readonly log?: Logger | undefined;
   readonly backoff?: BackoffOptions | undefined;

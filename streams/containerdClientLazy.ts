@@ -2,6 +2,7 @@ import { defer, from, switchMap, type Observable } from 'rxjs';
 import type { Logger } from '../src/log.js';
 import type { ContainerdClient } from './containerd.js';
 
+/** How `grpcContainerdClient` bounds its calls and logs. */
 export interface GrpcContainerdClientOptions {
   readonly log?: Logger | undefined;
   /** Deadline of each unary call (default 15 s), so a hung containerd cannot stall the stream. */

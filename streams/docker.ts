@@ -28,11 +28,13 @@ export interface DockerEvent {
   readonly timeNano?: number;
 }
 
+/** The slice of an entry of Docker's container list that portstream reads. */
 export interface DockerContainerSummary {
   readonly Id: string;
   readonly Ports?: readonly ListPort[] | null;
 }
 
+/** The slice of a container inspect that portstream reads. */
 export interface DockerContainerInspect {
   readonly Id: string;
   readonly State?: { readonly Running?: boolean };
@@ -48,11 +50,15 @@ export const EVENTS_OPEN = Symbol('docker events open');
  * is the real one; tests script their own.
  */
 export interface DockerClient {
+  /** `GET /events` for container starts and stops: EVENTS_OPEN once open, then each event. */
   events(): Observable<typeof EVENTS_OPEN | DockerEvent>;
+  /** `GET /containers/json`: the running containers, once. */
   listContainers(): Observable<readonly DockerContainerSummary[]>;
+  /** `GET /containers/ID/json`: one container, once; errors when it is gone. */
   inspect(id: string): Observable<DockerContainerInspect>;
 }
 
+/** How `dockerEvents` logs, backs off and bounds its requests. */
 export interface DockerStreamOptions {
   readonly log?: Logger | undefined;
   readonly backoff?: BackoffOptions | undefined;
@@ -61,6 +67,7 @@ export interface DockerStreamOptions {
   readonly scheduler?: SchedulerLike | undefined;
 }
 
+/** The values `dockerEvents` uses for the options left out. */
 export const dockerDefaults = { requestTimeoutMs: 15_000 } as const;
 
 const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);

@@ -12,6 +12,7 @@ export interface ListPort {
   readonly Type?: string;
 }
 
+/** The forwards read from a container's ports, and what could not be read. */
 export interface Parsed {
   readonly forwards: Forward[];
   /** One message per entry that could not be understood; the caller logs them. */

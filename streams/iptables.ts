@@ -30,6 +30,7 @@ export type { Family } from './iptablesRules.js';
 /** The programs that can tell when rules change: `nft monitor`, or `stdbuf -oL xtables-monitor -e`. */
 export type MonitorKind = 'nft' | 'xtables';
 
+/** Each monitor as a command line, for logs. */
 export const monitorCommands: Readonly<Record<MonitorKind, string>> = {
   nft: 'nft monitor',
   xtables: 'stdbuf -oL xtables-monitor -e',
@@ -55,6 +56,7 @@ export interface IptablesClient {
   version(): Observable<string>;
 }
 
+/** How `iptablesEvents` notices rule changes (monitors, polling), how it batches re-reads, and which rules count. */
 export interface IptablesStreamOptions {
   readonly log?: Logger | undefined;
   readonly scheduler?: SchedulerLike | undefined;
@@ -76,6 +78,7 @@ export interface IptablesStreamOptions {
   readonly rules?: readonly CountingRule[] | undefined;
 }
 
+/** The values `iptablesEvents` uses for the options left out. */
 export const iptablesDefaults = {
   monitors: ['nft', 'xtables'] as readonly MonitorKind[],
   settleMs: 1000,

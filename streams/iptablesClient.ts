@@ -16,6 +16,7 @@ const monitorArgv: Readonly<Record<MonitorKind, () => readonly [string, ...strin
   xtables: () => ['stdbuf', '-oL', findCommand('xtables-monitor'), '-e'],
 };
 
+/** How `nodeIptablesClient` bounds the commands it runs. */
 export interface NodeIptablesClientOptions {
   /** A command that has not finished after this long is killed and counts as failed. Default 30 s. */
   readonly timeoutMs?: number | undefined;

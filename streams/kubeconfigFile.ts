@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import { concatMap, debounceTime, defer, distinctUntilChanged, filter, interval, merge, Observable, retry, startWith, timer } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 
+/** How `watchFileContents` polls a file, waits for a write to settle, and names it in logs. */
 export interface FileWatchOptions {
   /** The slow stat poll that backs up fs.watch (a directory that does not exist yet, a stale watch). Default 5 s. */
   readonly pollMs?: number | undefined;
@@ -14,7 +15,9 @@ export interface FileWatchOptions {
   readonly log?: Logger | undefined;
 }
 
+/** The period of the stat poll that backs up fs.watch, in ms. */
 export const defaultPollMs = 5_000;
+/** How long after a change event the file is read, in ms (so it is read whole). */
 export const defaultSettleMs = 100;
 
 /**

@@ -56,6 +56,7 @@ export interface KubeServicesClient {
   watchServices(resourceVersion: string): Observable<KubeWatchEvent>;
 }
 
+/** How `kubernetesServices` publishes Services and bounds its requests. */
 export interface KubernetesStreamOptions {
   /** The host IP of every forward: `-k8sServiceListenerAddr` (`0.0.0.0` or `127.0.0.1`). */
   readonly listenerAddr: string;
@@ -73,7 +74,9 @@ export interface KubernetesStreamOptions {
   readonly maxWatchMs?: number | undefined;
 }
 
+/** The default bound on a Service list, in ms. */
 export const defaultListTimeoutMs = 30_000;
+/** The default longest life of one watch, in ms. */
 export const defaultMaxWatchMs = 15 * 60_000;
 
 /** A watch `ERROR` event, or an HTTP error status on the watch or the list. */

@@ -11,6 +11,7 @@ type K8s = typeof k8s;
 
 export type { KubeClientOptions } from './kubeconfigClients.js';
 
+/** The watch's `timeoutSeconds` when none is given. */
 export const defaultWatchTimeoutSeconds = 300;
 
 /** Where every Service of every namespace lives (list and watch alike). */

@@ -13,7 +13,7 @@ export {
   type HostReceiverOptions,
   type ServerEvent,
 } from '../host/receiver.js';
-export type { BindingEvent, ProxyEvent } from '../host/bindings.js';
+export type { BindingEvent, OpenProxy, ProxyEvent } from '../host/bindings.js';
 export type { HostBinding, PortMapping, VmAddress } from '../host/portMapping.js';
 export type { ProxyOptions } from '../host/proxy.js';
 export { runHost, type HostIo } from '../host/cli.js';

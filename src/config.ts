@@ -37,7 +37,7 @@ export const agentFlags = [
 ] as const;
 
 /** The name of one of the agent's flags. */
-export type AgentFlagName = (typeof agentFlags)[number]['name'];
+type AgentFlagName = (typeof agentFlags)[number]['name'];
 
 /** Everything the agent is told on its command line, validated. */
 export interface AgentConfig {

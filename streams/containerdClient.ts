@@ -48,9 +48,9 @@ const loaderOptions = { keepCase: true, longs: String, enums: String, defaults: 
  * headers on a subscription until its first event, so the only way to know that the subscription
  * is live (and a list made now misses nothing) is to see an event come back through it.
  */
-export const subscribedTopic = '/portstream/subscribed';
+const subscribedTopic = '/portstream/subscribed';
 /** The namespace the marker is published in (containerd needs one; it does not have to exist). */
-export const markerNamespace = 'portstream';
+const markerNamespace = 'portstream';
 const markerType = 'portstream.Subscribed';
 
 let loaded: ContainerdProto | undefined;

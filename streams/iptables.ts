@@ -31,7 +31,7 @@ export type { Family } from './iptablesRules.js';
 export type MonitorKind = 'nft' | 'xtables';
 
 /** Each monitor as a command line, for logs. */
-export const monitorCommands: Readonly<Record<MonitorKind, string>> = {
+const monitorCommands: Readonly<Record<MonitorKind, string>> = {
   nft: 'nft monitor',
   xtables: 'stdbuf -oL xtables-monitor -e',
 };
@@ -89,7 +89,7 @@ export const iptablesDefaults = {
 } as const;
 
 /** Why the stream reads the rules; for logs and tests. */
-export type Trigger =
+type Trigger =
   | { readonly reason: 'start'; readonly mode: MonitorKind | 'poll' }
   | { readonly reason: 'settled'; readonly mode: MonitorKind }
   | { readonly reason: 'change'; readonly mode: MonitorKind }
@@ -140,7 +140,7 @@ export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptio
  *   triggers:  ss-c-S-------c-----(back-off)s-----S...
  *              s = start (one per monitor tried), S = settled (settleMs), c = change
  */
-export function ruleTriggers(
+function ruleTriggers(
   client: IptablesClient,
   log: Logger,
   scheduler: SchedulerLike,

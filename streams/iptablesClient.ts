@@ -106,7 +106,7 @@ function monitorLines([cmd, ...args]: readonly [string, ...string[]]): Observabl
 const sbin = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 /** `name` on PATH, else in the sbin directories; the bare name when found nowhere (spawn reports ENOENT). */
-export function findCommand(name: string, path: string = process.env['PATH'] ?? ''): string {
+function findCommand(name: string, path: string = process.env['PATH'] ?? ''): string {
   for (const dir of [...path.split(delimiter), ...sbin]) {
     if (dir === '') continue;
     const candidate = join(dir, name);

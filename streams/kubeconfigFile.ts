@@ -16,9 +16,9 @@ export interface FileWatchOptions {
 }
 
 /** The period of the stat poll that backs up fs.watch, in ms. */
-export const defaultPollMs = 5_000;
+const defaultPollMs = 5_000;
 /** How long after a change event the file is read, in ms (so it is read whole). */
-export const defaultSettleMs = 100;
+const defaultSettleMs = 100;
 
 /**
  * A file's contents, now and whenever it changes: nothing while the file does not exist (k3s

@@ -75,9 +75,9 @@ export interface KubernetesStreamOptions {
 }
 
 /** The default bound on a Service list, in ms. */
-export const defaultListTimeoutMs = 30_000;
+const defaultListTimeoutMs = 30_000;
 /** The default longest life of one watch, in ms. */
-export const defaultMaxWatchMs = 15 * 60_000;
+const defaultMaxWatchMs = 15 * 60_000;
 
 /** A watch `ERROR` event, or an HTTP error status on the watch or the list. */
 export class KubeStatusError extends Error {

@@ -12,10 +12,10 @@ type K8s = typeof k8s;
 export type { KubeClientOptions } from './kubeconfigClients.js';
 
 /** The watch's `timeoutSeconds` when none is given. */
-export const defaultWatchTimeoutSeconds = 300;
+const defaultWatchTimeoutSeconds = 300;
 
 /** Where every Service of every namespace lives (list and watch alike). */
-export const servicesPath = '/api/v1/services';
+const servicesPath = '/api/v1/services';
 
 // The library takes 300-400 ms to import: load it only when a kubeconfig is there to use.
 let library: Promise<K8s> | undefined;

@@ -1,7 +1,8 @@
 /**
  * Each way an agent built with `createAgent` can be stopped withdraws what it published from a
  * real vtunnel peer (a TCP server on loopback that checks every message against the wire format):
- * an AbortSignal, a `stop$` value, and unsubscribing. See docs/library.md "Stopping".
+ * an AbortSignal, a `stop$` value, and unsubscribing; and the host receiver stops on its signal.
+ * See docs/library.md "Stopping".
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -14,6 +15,8 @@ import { vtunnelSink } from '../src/sinks/vtunnel.js';
 import { connectAddrsOf } from '../src/sinks/vtunnelWire.js';
 import { fwd } from '../marbles/helpers.js';
 import { startReceiver, type Receiver } from './vtunnelReceiver.js';
+import { startHostReceiver } from '../src/host/receiver.js';
+import net from 'node:net';
 
 async function waitFor(what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -97,4 +100,19 @@ test('unsubscribing withdraws everything too, though no report can arrive', asyn
   } finally {
     await receiver.close();
   }
+});
+
+test('startHostReceiver: aborting its signal closes it and frees its port; an aborted signal rejects the start', async () => {
+  const controller = new AbortController();
+  const host = await startHostReceiver({ listen: { host: '127.0.0.1', port: 0 }, signal: controller.signal, log: pino({ level: 'silent' }) });
+  controller.abort();
+  await host.done;
+  const refused = await new Promise<boolean>((resolve) => {
+    const socket = net.connect(host.port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(false); });
+    socket.once('error', () => { resolve(true); });
+  });
+  assert.equal(refused, true, 'nothing listens on the port after the abort');
+  const reason = new Error('not today');
+  await assert.rejects(startHostReceiver({ listen: { host: '127.0.0.1', port: 0 }, signal: AbortSignal.abort(reason) }), reason);
 });

@@ -282,7 +282,8 @@ export function startHostReceiver(opts: HostReceiverOptions): Promise<HostReceiv
 
     const { signal } = opts;
     const onAbort = (): void => {
-      if (!started) reject(signal?.reason);
+      const reason: unknown = signal?.reason;
+      if (!started) reject(reason instanceof Error ? reason : new Error(`aborted (${String(reason)})`));
       void close();
     };
     if (signal?.aborted) onAbort();

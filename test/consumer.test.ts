@@ -11,7 +11,7 @@ import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -116,6 +116,10 @@ test('the packed package installs, type-checks and runs in a fresh TypeScript pr
     const install = ['install', tarball, `rxjs@${rxjsVersion}`, '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund'];
     await run('npm', install, { cwd: app, maxBuffer: 64 * 2 ** 20 });
     await assert.rejects(readFile(join(app, 'node_modules/portstream/node_modules/rxjs/package.json')), 'rxjs is shared with the app, not nested');
+    // Declaration maps lead from the types to the TypeScript sources, which ship beside them.
+    const mapFile = join(app, 'node_modules/portstream/dist/src/agent.d.ts.map');
+    const { sources } = JSON.parse(await readFile(mapFile, 'utf8')) as { sources: string[] };
+    await readFile(join(dirname(mapFile), sources[0] ?? 'none'));
 
     await run(process.execPath, [tsc, '-p', app], { cwd: app }).catch((error: unknown) => {
       const { stdout = '' } = error as { stdout?: string };

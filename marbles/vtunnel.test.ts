@@ -80,7 +80,7 @@ function options(scheduler: TestScheduler, send: VtunnelSend, more: Partial<Vtun
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
-    log: logger.log,
+    logger: logger.log,
     ...more,
   };
   return { opts, lines: logger.lines };

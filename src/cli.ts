@@ -3,7 +3,8 @@ import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
 import { agentUsage, parseConfig, type AgentConfig } from './config.js';
-import { moduleLogger, rootLogger } from './log.js';
+import { moduleLogger, type Logger } from './log.js';
+import { cliLogger } from './cliLogger.js';
 import type { SourceEvent } from './model.js';
 import type { Sink } from './sinks/sink.js';
 import { tableSink } from './sinks/table.js';
@@ -37,36 +38,35 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     return 2;
   }
   const config = parsed.config;
-  if (config.debug) rootLogger().level = 'debug';
+  const logger = cliLogger(io.env, config.debug);
   const wiring = wire(config, detect(config, io));
-  const log = moduleLogger('agent');
+  const log = moduleLogger('agent', logger);
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
   let routes: Route[];
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config)] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io), sources: r.sources }));
+    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, logger)] as const)));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logger), sources: r.sources }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
-  if (routes.length === 0) return idle(io);
-  return run({ sources, routes }, wiring, io);
+  if (routes.length === 0) return idle(io, log);
+  return run({ sources, routes }, wiring, io, log);
 }
 
 /**
  * Nothing to forward with these flags: stay up until stopped, as a service manager expects of
  * an agent (exiting at once would have it restarted in a loop).
  */
-async function idle(io: Io): Promise<number> {
-  moduleLogger('agent').info('nothing to forward with these flags; idle until stopped');
+async function idle(io: Io, log: Logger): Promise<number> {
+  log.info('nothing to forward with these flags; idle until stopped');
   await firstValueFrom(io.stop$, { defaultValue: undefined });
   return 0;
 }
 
-function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
-  const log = moduleLogger('agent');
+function run(plan: AgentPlan, wiring: Wiring, io: Io, log: Logger): Promise<number> {
   // Replays: a stop asked for before the agent subscribes (a signal during start-up) still counts.
   const stop = new ReplaySubject<void>(1);
   return new Promise((resolve) => {
@@ -104,23 +104,24 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
  * The stream of one backend. Each is imported only when enabled: the Kubernetes client, gRPC and
  * dockerode are most of the agent's memory, and an agent that watches iptables alone needs none.
  */
-async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observable<SourceEvent>> {
+async function sourceFor(kind: SourceKind, config: AgentConfig, logger: Logger): Promise<Observable<SourceEvent>> {
   switch (kind) {
     case 'docker': {
       const [{ dockerEvents }, { dockerodeClient }] = await Promise.all([import('../streams/docker.js'), import('../streams/dockerClient.js')]);
-      return dockerEvents(dockerodeClient());
+      return dockerEvents(dockerodeClient({ logger }), { logger });
     }
     case 'containerd': {
       const [{ containerdEvents }, { grpcContainerdClient }] = await Promise.all([import('../streams/containerd.js'), import('../streams/containerdClient.js')]);
-      return containerdEvents(grpcContainerdClient(containerdSocket(config)));
+      return containerdEvents(grpcContainerdClient(containerdSocket(config), { logger }), { logger });
     }
     case 'iptables': {
       const [{ iptablesEvents }, { nodeIptablesClient }] = await Promise.all([import('../streams/iptables.js'), import('../streams/iptablesClient.js')]);
-      return iptablesEvents(nodeIptablesClient());
+      return iptablesEvents(nodeIptablesClient(), { logger });
     }
     case 'kubernetes': {
       const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubeconfigClients.js')]);
-      return kubernetesServices(kubeconfigClients(config.kubeconfig), {
+      return kubernetesServices(kubeconfigClients(config.kubeconfig, { logger }), {
+        logger,
         listenerAddr: config.k8sServiceListenerAddr,
         // The API port goes to the host only through the vtunnel or host-switch: a placeholder
         // on 6443 in listener mode would keep k3s from binding it (WSL forwards k3s's own).
@@ -130,19 +131,20 @@ async function sourceFor(kind: SourceKind, config: AgentConfig): Promise<Observa
   }
 }
 
-function sinkFor(kind: SinkKind, config: AgentConfig, io: Io): Sink {
+function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface) });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface), logger });
     case 'table':
       return tableSink(io.stdout);
     case 'listeners':
-      return listenerSink();
+      return listenerSink({ logger });
     case 'hostswitch':
       return hostSwitchSink({
         ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),
         tapInterfaceIp: config.tapInterfaceIp,
         adminInstall: config.adminInstall,
+        logger,
       });
   }
 }

@@ -13,7 +13,7 @@ export {
   type AgentPlan,
   type Route,
 } from './agent.js';
-export type { Logger } from './log.js';
+export type { LogFn, Logger } from './log.js';
 export {
   applyDelta,
   describe,

@@ -76,7 +76,8 @@ export interface ContainerdClient {
 
 /** How `containerdEvents` logs, backs off and scans. */
 export interface ContainerdStreamOptions {
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   readonly backoff?: BackoffOptions | undefined;
   readonly scheduler?: SchedulerLike | undefined;
   /** How many `Containers.Get` calls the start-up scan keeps in flight (default 8). */
@@ -107,7 +108,7 @@ const grpcNotFound = 5;
  *   events:      ----------s-----u(a)--------------------u(a)-------r(a)-----(back-off)--s--...
  */
 export function containerdEvents(client: ContainerdClient, opts: ContainerdStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('containerd');
+  const log = moduleLogger('containerd', opts.logger);
   const concurrency = opts.lookupConcurrency ?? 8;
   let connected = false;
   return defer(() => {

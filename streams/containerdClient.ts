@@ -6,7 +6,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defer, from, Observable } from 'rxjs';
-import { moduleLogger, type Logger } from '../src/log.js';
+import { moduleLogger, silentLogger, type Logger } from '../src/log.js';
 import {
   CONTAINERD_EVENTS_OPEN,
   containerdTopics,
@@ -75,7 +75,7 @@ export function protoDir(): string {
  * containerd.
  */
 export function grpcContainerdClient(socketPath: string, opts: GrpcContainerdClientOptions = {}): GrpcContainerdClient {
-  const log = opts.log ?? moduleLogger('containerd');
+  const log = moduleLogger('containerd', opts.logger);
   const callTimeoutMs = opts.callTimeoutMs ?? 15_000;
   const markerTimeoutMs = opts.markerTimeoutMs ?? 10_000;
   const p = containerdProto();
@@ -230,7 +230,7 @@ const payloadTypes: Readonly<Record<ContainerdEvent['topic'], string>> = {
  * vendored event protos. Topics portstream does not follow, and payloads that are not what the
  * topic promises, give undefined (the latter with a log line).
  */
-export function decodeEnvelope(envelope: Envelope__Output, log: Logger = moduleLogger('containerd')): ContainerdEvent | undefined {
+export function decodeEnvelope(envelope: Envelope__Output, log: Logger = silentLogger): ContainerdEvent | undefined {
   const { namespace, topic } = envelope;
   if (!(topic in payloadTypes)) return undefined;
   const expected = payloadTypes[topic as ContainerdEvent['topic']];

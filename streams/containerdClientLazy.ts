@@ -4,7 +4,8 @@ import type { ContainerdClient } from './containerd.js';
 
 /** How `grpcContainerdClient` bounds its calls and logs. */
 export interface GrpcContainerdClientOptions {
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   /** Deadline of each unary call (default 15 s), so a hung containerd cannot stall the stream. */
   readonly callTimeoutMs?: number | undefined;
   /** How long to wait for the subscription's marker to come back before giving up (default 10 s). */

@@ -60,7 +60,8 @@ export interface DockerClient {
 
 /** How `dockerEvents` logs, backs off and bounds its requests. */
 export interface DockerStreamOptions {
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   readonly backoff?: BackoffOptions | undefined;
   /** Bound on one list or inspect: a hung engine is treated as a lost one (reconnect, re-list). */
   readonly requestTimeoutMs?: number | undefined;
@@ -85,7 +86,7 @@ const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
  *   events:  ----------s-----u(c1)-----r(c1)-----(back-off)--s--...
  */
 export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('docker');
+  const log = moduleLogger('docker', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const bounded = boundedBy(opts.requestTimeoutMs ?? dockerDefaults.requestTimeoutMs, scheduler);
   let connected = false;

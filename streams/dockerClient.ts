@@ -21,15 +21,23 @@ export interface DockerConnection {
   readonly timeout?: number | undefined;
 }
 
+/** Where `dockerodeClient` connects, and where it logs. */
+export interface DockerodeClientOptions extends DockerConnection {
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+}
+
 /**
  * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
  * `DOCKER_HOST`, else `/var/run/docker.sock`. dockerode (with ssh2) takes ~100 ms to import, so it
  * is loaded at the first request, not with this module.
  */
-export function dockerodeClient(options?: DockerConnection, log: Logger = moduleLogger('docker')): DockerClient {
+export function dockerodeClient(options: DockerodeClientOptions = {}): DockerClient {
+  const { logger, ...connection } = options;
+  const log = moduleLogger('docker', logger);
   let engine: Promise<Docker> | undefined;
   const withEngine = <T>(use: (docker: Docker) => Observable<T>): Observable<T> =>
-    defer(() => from((engine ??= import('dockerode').then(({ default: Docker }) => new Docker(definedOnly(options)))))).pipe(switchMap(use));
+    defer(() => from((engine ??= import('dockerode').then(({ default: Docker }) => new Docker(definedOnly(connection)))))).pipe(switchMap(use));
   return {
     events: () => withEngine((docker) => engineEvents(docker, log)),
     listContainers: () => withEngine((docker) => abortable((signal) => docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>)),
@@ -38,9 +46,10 @@ export function dockerodeClient(options?: DockerConnection, log: Logger = module
 }
 
 /** dockerode reads `'socketPath' in options`, so keys set to undefined are left out. */
-function definedOnly(options: DockerConnection | undefined): Docker.DockerOptions | undefined {
-  if (options === undefined) return undefined;
-  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+function definedOnly(options: DockerConnection): Docker.DockerOptions | undefined {
+  const set = Object.entries(options).filter(([, v]) => v !== undefined);
+  // With no options at all dockerode follows DOCKER_HOST; an empty object would not.
+  return set.length === 0 ? undefined : Object.fromEntries(set);
 }
 
 function engineEvents(docker: Docker, log: Logger): Observable<typeof EVENTS_OPEN | DockerEvent> {

@@ -58,7 +58,8 @@ export interface IptablesClient {
 
 /** How `iptablesEvents` notices rule changes (monitors, polling), how it batches re-reads, and which rules count. */
 export interface IptablesStreamOptions {
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   readonly scheduler?: SchedulerLike | undefined;
   /** Back-off of a failing iptables-save, and of restarting a monitor that died. */
   readonly backoff?: BackoffOptions | undefined;
@@ -113,7 +114,7 @@ type Trigger =
  * (a burst of lines: the first is read at once, the rest fold into one read per window)
  */
 export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('iptables');
+  const log = moduleLogger('iptables', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const o = { ...iptablesDefaults, ...definedOptions(opts) };
   return defer(() => {

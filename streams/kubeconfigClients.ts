@@ -12,7 +12,8 @@ export interface KubeClientOptions {
    * the stream re-lists. Default 300 (client-go picks 5 to 10 minutes).
    */
   readonly watchTimeoutSeconds?: number | undefined;
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 /**
@@ -21,8 +22,8 @@ export interface KubeClientOptions {
  * not a usable kubeconfig gets one log line and is waited on until it changes again.
  */
 export function kubeconfigClients(path: string, opts: KubeClientOptions & FileWatchOptions = {}): Observable<KubeServicesClient> {
-  const log = opts.log ?? moduleLogger('kubernetes');
-  return watchFileContents(path, { ...opts, log }).pipe(
+  const log = moduleLogger('kubernetes', opts.logger);
+  return watchFileContents(path, { ...opts, logger: log }).pipe(
     concatMap((text) =>
       defer(() => clientFromKubeconfig(text, path, opts)).pipe(
         map(({ client, server }) => {

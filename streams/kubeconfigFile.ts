@@ -12,7 +12,8 @@ export interface FileWatchOptions {
   readonly settleMs?: number | undefined;
   /** What the file is, for log lines. Default `kubeconfig`. */
   readonly what?: string | undefined;
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 /** The period of the stat poll that backs up fs.watch, in ms. */
@@ -38,7 +39,7 @@ export function watchFileContents(path: string, opts: FileWatchOptions = {}): Ob
   const pollMs = opts.pollMs ?? defaultPollMs;
   const settleMs = opts.settleMs ?? defaultSettleMs;
   const what = opts.what ?? 'kubeconfig';
-  const log = opts.log ?? moduleLogger('kubernetes');
+  const log = moduleLogger('kubernetes', opts.logger);
   const dir = dirname(path);
   const name = basename(path);
 

@@ -62,7 +62,8 @@ export interface KubernetesStreamOptions {
   readonly listenerAddr: string;
   /** `-k8sAPIPort`: forwarded (TCP) from the start as the owner `kubernetes/apiserver`. Leave out for none. */
   readonly apiPort?: number | undefined;
-  readonly log?: Logger | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   readonly backoff?: BackoffOptions | undefined;
   readonly scheduler?: SchedulerLike | undefined;
   /** A list that has not answered by then counts as a failed connection. Default 30 s. */
@@ -115,7 +116,7 @@ class WatchEnded extends Error {}
  * in virtual time for the marble tests.
  */
 export function kubernetesServices(clients: Observable<KubeServicesClient>, opts: KubernetesStreamOptions): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('kubernetes');
+  const log = moduleLogger('kubernetes', opts.logger);
   const base: [string, readonly Forward[]][] =
     opts.apiPort === undefined ? [] : [[apiServerOwner, [apiServerForward(opts.listenerAddr, opts.apiPort)]]];
   return defer(() => {

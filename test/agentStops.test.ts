@@ -36,7 +36,7 @@ function runAgent(receiver: Receiver, source: Observable<SourceEvent>, stop: Obs
     sendTimeoutMs: 1_000,
     withdrawTimeoutMs: 2_000,
     resyncMs: 0,
-    log: pino({ level: 'silent' }),
+    logger: pino({ level: 'silent' }),
   });
   const subscription: Subscription = createAgent({ sources: { mine: source }, routes: [{ sink, sources: ['mine'] }] }, stop).subscribe({
     next: (r) => reports.push(r),
@@ -104,7 +104,7 @@ test('unsubscribing withdraws everything too, though no report can arrive', asyn
 
 test('startHostReceiver: aborting its signal closes it and frees its port; an aborted signal rejects the start', async () => {
   const controller = new AbortController();
-  const host = await startHostReceiver({ listen: { host: '127.0.0.1', port: 0 }, signal: controller.signal, log: pino({ level: 'silent' }) });
+  const host = await startHostReceiver({ listen: { host: '127.0.0.1', port: 0 }, signal: controller.signal, logger: pino({ level: 'silent' }) });
   controller.abort();
   await host.done;
   const refused = await new Promise<boolean>((resolve) => {

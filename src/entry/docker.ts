@@ -13,5 +13,5 @@ export {
   type DockerEvent,
   type DockerStreamOptions,
 } from '../../streams/docker.js';
-export { dockerodeClient, type DockerConnection } from '../../streams/dockerClient.js';
+export { dockerodeClient, type DockerConnection, type DockerodeClientOptions } from '../../streams/dockerClient.js';
 export { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed as ParsedPorts } from '../../streams/dockerPorts.js';

@@ -41,7 +41,8 @@ export interface ManageBindingsOptions {
   readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 interface Active {
@@ -73,7 +74,7 @@ interface Active {
 export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<PortMapping, BindingEvent> {
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
-  const log = opts.log ?? moduleLogger('host');
+  const log = moduleLogger('host', opts.logger);
   const localAddresses = opts.localAddresses ?? interfaceAddresses;
   const delayOf = (attempt: number): number => jitteredDelay(attempt, opts.backoff, random);
 

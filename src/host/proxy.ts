@@ -31,7 +31,8 @@ export interface ProxyOptions {
    * on loopback (64 KiB, Node's own: about 0.6).
    */
   readonly readBufferBytes?: number;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 export const proxyDefaults = {
@@ -60,7 +61,7 @@ export function proxyOpener(opts: ProxyOptions = {}): OpenProxy {
  * VM is reset.
  */
 export function tcpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = opts.log ?? moduleLogger('host-proxy');
+  const log = moduleLogger('host-proxy', opts.logger);
   const connectTimeoutMs = opts.connectTimeoutMs ?? proxyDefaults.connectTimeoutMs;
   const highWaterMark = opts.highWaterMark ?? proxyDefaults.highWaterMark;
   const readBufferBytes = opts.readBufferBytes ?? proxyDefaults.readBufferBytes;
@@ -145,7 +146,7 @@ interface Flow {
  * port count as replies. A flow closes after `udpIdleTimeoutMs` without traffic either way.
  */
 export function udpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = opts.log ?? moduleLogger('host-proxy');
+  const log = moduleLogger('host-proxy', opts.logger);
   const idleMs = opts.udpIdleTimeoutMs ?? proxyDefaults.udpIdleTimeoutMs;
   const maxFlows = opts.maxUdpFlows ?? proxyDefaults.maxUdpFlows;
   const where = hostPort(binding.hostIp, binding.hostPort);

@@ -33,7 +33,8 @@ export interface HostReceiverOptions {
   readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   /** `startHostReceiver` only: aborting it closes the receiver, as `close()` does. */
   readonly signal?: AbortSignal | undefined;
 }
@@ -67,7 +68,7 @@ export function parseListenAddr(listen: HostReceiverOptions['listen']): { host: 
  * and every client connection.
  */
 export function portMappingServer(opts: HostReceiverOptions): Observable<ServerEvent> {
-  const log = opts.log ?? moduleLogger('host');
+  const log = moduleLogger('host', opts.logger);
   const maxBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const messageTimeoutMs = opts.messageTimeoutMs ?? receiverDefaults.messageTimeoutMs;
   return new Observable<ServerEvent>((subscriber) => {
@@ -187,16 +188,15 @@ export function portMappingServer(opts: HostReceiverOptions): Observable<ServerE
  * to the bindings. Subscribing starts it; unsubscribing closes every listener and connection.
  */
 export function hostReceiver(opts: HostReceiverOptions): Observable<HostEvent> {
-  const log = opts.log ?? moduleLogger('host');
-  const open = opts.open ?? proxyOpener({ ...opts.proxy, log: opts.proxy?.log ?? log });
+  const open = opts.open ?? proxyOpener({ ...opts.proxy, logger: opts.proxy?.logger ?? opts.logger });
   return defer(() => {
-    const server$ = portMappingServer({ ...opts, log }).pipe(share());
+    const server$ = portMappingServer(opts).pipe(share());
     const bindings$ = server$.pipe(
       filter((e): e is Extract<ServerEvent, { type: 'message' }> => e.type === 'message'),
       map((e) => e.mapping),
       manageBindings({
         open,
-        log,
+        logger: opts.logger,
         ...(opts.backoff && { backoff: opts.backoff }),
         ...(opts.random && { random: opts.random }),
         ...(opts.scheduler && { scheduler: opts.scheduler }),

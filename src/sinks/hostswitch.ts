@@ -74,7 +74,8 @@ export interface HostSwitchSinkOptions {
   readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 export const hostSwitchDefaults = {
@@ -132,7 +133,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
   const resyncMs = opts.resyncMs ?? hostSwitchDefaults.resyncMs;
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
-  const log = opts.log ?? moduleLogger('hostswitch');
+  const log = moduleLogger('hostswitch', opts.logger);
   const delayOf = (attempt: number): number => jitteredDelay(attempt, opts.backoff, random);
   const where = opts.url ?? 'the host switch';
   if (opts.request === undefined) {

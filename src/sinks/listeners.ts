@@ -30,7 +30,8 @@ export interface ListenerSinkOptions {
   /** Each wait is scaled by a random factor in [1 - jitter, 1 + jitter], so many ports do not retry in step. Default 0.2. */
   readonly jitter?: number;
   readonly random?: () => number;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
   readonly scheduler?: SchedulerLike;
 }
 
@@ -54,7 +55,7 @@ const sinkName = 'listeners';
  */
 export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
   const binder = opts.binder ?? nodePlaceholders();
-  const log = opts.log ?? moduleLogger('listeners');
+  const log = moduleLogger('listeners', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const retryMs = opts.retryMs ?? listenerDefaults.retryMs;
   const jitter = opts.jitter ?? listenerDefaults.jitter;

@@ -46,7 +46,8 @@ export interface VtunnelSinkOptions {
   readonly backoff?: Backoff;
   readonly random?: () => number;
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 export const vtunnelDefaults = { address: '127.0.0.1:3040', sendTimeoutMs: 5_000, withdrawTimeoutMs: 5_000, resyncMs: 3_000 } as const;
@@ -99,7 +100,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
   const resyncMs = opts.resyncMs ?? vtunnelDefaults.resyncMs;
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
-  const log = opts.log ?? moduleLogger('vtunnel');
+  const log = moduleLogger('vtunnel', opts.logger);
   const send = opts.send ?? defaultSender(address, sendTimeoutMs);
   const connectAddrs = (): readonly ConnectAddr[] =>
     typeof opts.connectAddrs === 'function' ? opts.connectAddrs() : opts.connectAddrs;

@@ -4,11 +4,13 @@
  * and a PortDelta is what changed between two PortSets.
  */
 
+/** A forward's transport. */
 export type Protocol = 'tcp' | 'udp';
 
 /** Where a forward came from. Open-ended so library users can add their own sources. */
 export type SourceName = 'docker' | 'containerd' | 'iptables' | 'kubernetes' | (string & {});
 
+/** One port that should be reachable from the host, and who asked for it. */
 export interface Forward {
   readonly protocol: Protocol;
   /** The address to publish on: `0.0.0.0`, `127.0.0.1`, `::` or a specific address. */
@@ -23,31 +25,39 @@ export interface Forward {
 
 /** `proto/hostIp:hostPort`, IPv6 in brackets: `tcp/0.0.0.0:80`, `udp/[::]:53`. */
 export type PortKey = string;
+/** What one source, or the whole agent, wants published, by key. */
 export type PortSet = ReadonlyMap<PortKey, Forward>;
 
+/** What changed between two PortSets: forwards to add and to remove. */
 export interface PortDelta {
   readonly added: readonly Forward[];
   readonly removed: readonly Forward[];
 }
 
+/** A PortSet with nothing in it. */
 export const emptyPortSet: PortSet = new Map();
+/** A PortDelta that changes nothing. */
 export const emptyDelta: PortDelta = { added: [], removed: [] };
 
+/** Whether `ip` is written as IPv6 (it has a colon). */
 export function isIPv6(ip: string): boolean {
   return ip.includes(':');
 }
 
+/** The identity of a forward for diffing and reference counting (see PortKey). */
 export function portKey(f: Pick<Forward, 'protocol' | 'hostIp' | 'hostPort'>): PortKey {
   const host = isIPv6(f.hostIp) ? `[${f.hostIp}]` : f.hostIp;
   return `${f.protocol}/${host}:${String(f.hostPort)}`;
 }
 
+/** The PortSet of these forwards; a later one with the same key wins. */
 export function portSetOf(forwards: Iterable<Forward>): PortSet {
   const set = new Map<PortKey, Forward>();
   for (const f of forwards) set.set(portKey(f), f);
   return set;
 }
 
+/** Whether `d` changes nothing. */
 export function isEmptyDelta(d: PortDelta): boolean {
   return d.added.length === 0 && d.removed.length === 0;
 }
@@ -69,10 +79,12 @@ export function applyDelta(set: PortSet, delta: PortDelta): PortSet {
   return next;
 }
 
+/** Whether `n` is a port number (an integer from 1 to 65535). */
 export function isValidPort(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= 65535;
 }
 
+/** A forward for log lines: its key, source and short owner. */
 export function describe(f: Forward): string {
   return `${portKey(f)} (${f.source} ${f.owner.slice(0, 12)})`;
 }
@@ -88,9 +100,12 @@ export type SourceEvent =
   | { readonly type: 'upsert'; readonly owner: string; readonly forwards: readonly Forward[] }
   | { readonly type: 'remove'; readonly owner: string };
 
+/** A `snapshot` event: these owners' ports are the source's whole truth. */
 export const snapshot = (owners: Iterable<readonly [string, readonly Forward[]]>): SourceEvent => ({
   type: 'snapshot',
   owners: new Map(owners),
 });
+/** An `upsert` event: `owner` now wants exactly these forwards. */
 export const upsert = (owner: string, forwards: readonly Forward[]): SourceEvent => ({ type: 'upsert', owner, forwards });
+/** A `remove` event: `owner` is gone, and so are its forwards. */
 export const remove = (owner: string): SourceEvent => ({ type: 'remove', owner });

@@ -34,13 +34,14 @@ export type BindingEvent =
   | { readonly type: 'unbound'; readonly key: string }
   | { readonly type: 'skipped'; readonly key: string; readonly reason: string };
 
+/** How `manageBindings` opens proxies, retries a taken port and logs. */
 export interface ManageBindingsOptions {
   readonly open: OpenProxy;
   /** This host's own addresses, asked once per message; defaults to every interface's. */
-  readonly localAddresses?: () => ReadonlySet<string>;
-  readonly backoff?: Backoff;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
+  readonly localAddresses?: (() => ReadonlySet<string>) | undefined;
+  readonly backoff?: Backoff | undefined;
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;
 }

@@ -24,6 +24,7 @@ export interface HostIo {
   readonly stop$: Observable<unknown>;
 }
 
+/** The `portstream host` usage text, for `-help` and bad flags. */
 export function hostUsage(program = 'portstream host'): string {
   return usage(hostFlags, program);
 }

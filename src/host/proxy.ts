@@ -12,29 +12,31 @@ import { hostPort, type HostBinding } from './portMapping.js';
  * everything it carries.
  */
 
+/** How the host's proxies connect, buffer, bound UDP flows and log. */
 export interface ProxyOptions {
   /** A UDP flow (one client address and port) is closed after this long without a datagram either way. */
-  readonly udpIdleTimeoutMs?: number;
+  readonly udpIdleTimeoutMs?: number | undefined;
   /** At most this many UDP flows per binding; the least recently used is closed to make room. */
-  readonly maxUdpFlows?: number;
+  readonly maxUdpFlows?: number | undefined;
   /** Bound on connecting to the VM; the client's connection is reset when it passes. */
-  readonly connectTimeoutMs?: number;
+  readonly connectTimeoutMs?: number | undefined;
   /**
    * Stream high-water mark of a TCP connection's sockets. It bounds an upload only where the
    * client's socket is piped (a Node whose internals `withReadBuffer` does not recognise); the
    * relays write one read buffer at a time and wait for it.
    */
-  readonly highWaterMark?: number;
+  readonly highWaterMark?: number | undefined;
   /**
    * Read buffer of each direction of a TCP connection: each read takes up to this much, and it is
    * passed on without a copy. 512 KiB keeps a proxied transfer within about 0.8 of a direct one
    * on loopback (64 KiB, Node's own: about 0.6).
    */
-  readonly readBufferBytes?: number;
+  readonly readBufferBytes?: number | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;
 }
 
+/** The values the proxies use for the options left out. */
 export const proxyDefaults = {
   udpIdleTimeoutMs: 60_000,
   maxUdpFlows: 4096,

@@ -17,28 +17,30 @@ import { proxyOpener, type ProxyOptions } from './proxy.js';
  *   await host.close();
  */
 
+/** Where the host receiver listens, how it bounds its clients, and how it stops and logs. */
 export interface HostReceiverOptions {
   /** Where the agent's messages arrive: `HOST:PORT` (`[::1]:PORT`), or host and port (port 0: any). */
   readonly listen: string | { readonly host: string; readonly port: number };
   /** A message larger than this is dropped unread. */
-  readonly maxMessageBytes?: number;
+  readonly maxMessageBytes?: number | undefined;
   /** A client must send its whole message within this; otherwise it is logged and disconnected. */
-  readonly messageTimeoutMs?: number;
+  readonly messageTimeoutMs?: number | undefined;
   /** Connections beyond this many at once are closed at once. */
-  readonly maxClients?: number;
-  readonly proxy?: ProxyOptions;
+  readonly maxClients?: number | undefined;
+  readonly proxy?: ProxyOptions | undefined;
   /** Replaces the real proxies (tests). */
-  readonly open?: OpenProxy;
+  readonly open?: OpenProxy | undefined;
   /** Back-off of a listen that fails (host port taken). */
-  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
+  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'> | undefined;
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;
   /** `startHostReceiver` only: aborting it closes the receiver, as `close()` does. */
   readonly signal?: AbortSignal | undefined;
 }
 
+/** The values the receiver uses for the options left out. */
 export const receiverDefaults = { listen: '127.0.0.1:3040', messageTimeoutMs: 10_000, maxClients: 64 } as const;
 
 /** At most one line per this long about connections turned away. */
@@ -50,6 +52,7 @@ export type ServerEvent =
   | { readonly type: 'message'; readonly from: string; readonly mapping: PortMapping }
   | { readonly type: 'rejected'; readonly from: string; readonly error: string };
 
+/** Everything the receiver tells: its server's events and what each message did to the bindings. */
 export type HostEvent = ServerEvent | BindingEvent;
 
 /** Splits `-listen`; the error is one line for the command line. */
@@ -215,6 +218,7 @@ export interface BindingStatus {
   readonly error?: string;
 }
 
+/** A running host receiver, as `startHostReceiver` resolves it. */
 export interface HostReceiver {
   /** Where it receives, as bound (the port is the real one when 0 was asked for). */
   readonly host: string;

@@ -23,18 +23,20 @@ export interface PlaceholderBinder {
   hold(forward: Forward): Observable<unknown>;
 }
 
+/** How the listener sink binds placeholders, retries a port and logs. */
 export interface ListenerSinkOptions {
-  readonly binder?: PlaceholderBinder;
+  readonly binder?: PlaceholderBinder | undefined;
   /** How long to wait before trying a port again that could not be bound (e.g. in use). Default 2 s. */
-  readonly retryMs?: number;
+  readonly retryMs?: number | undefined;
   /** Each wait is scaled by a random factor in [1 - jitter, 1 + jitter], so many ports do not retry in step. Default 0.2. */
-  readonly jitter?: number;
-  readonly random?: () => number;
+  readonly jitter?: number | undefined;
+  readonly random?: (() => number) | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;
-  readonly scheduler?: SchedulerLike;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
+/** The values the listener sink uses for the options left out. */
 export const listenerDefaults = { retryMs: 2000, jitter: 0.2 } as const;
 
 const sinkName = 'listeners';

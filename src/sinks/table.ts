@@ -2,6 +2,7 @@ import { Observable } from 'rxjs';
 import { applyDelta, emptyPortSet, type Forward, type PortSet } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
 
+/** Where the table sink writes: a stream, and whether it is a terminal. */
 export interface TableOutput {
   write(text: string): unknown;
   readonly isTTY?: boolean;
@@ -38,6 +39,7 @@ export function tableSink(out: TableOutput = process.stdout): Sink {
 
 const clearScreen = '\x1b[H\x1b[2J';
 
+/** Forwards as JSON lines, one `{event, ...forward}` each, for output that is not a terminal. */
 export function jsonLines(event: 'add' | 'remove', forwards: readonly Forward[]): string {
   return forwards.map((f) => JSON.stringify({ event, ...f }) + '\n').join('');
 }

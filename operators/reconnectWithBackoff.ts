@@ -10,6 +10,7 @@ export interface BackoffOptions extends Backoff {
   readonly stableMs?: number | undefined;
   /** Called before each wait, for logging. */
   readonly onRetry?: ((error: unknown, attempt: number, delayMs: number) => void) | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
   readonly random?: (() => number) | undefined;
   readonly scheduler?: SchedulerLike | undefined;
 }

@@ -13,6 +13,7 @@ export interface LogFn {
 
 /** The slice of a pino logger that portstream uses; a pino `Logger` is one. */
 export interface Logger {
+  /** A logger that adds `bindings` to every line (portstream adds `{ module }`). */
   child(bindings: Record<string, unknown>): Logger;
   fatal: LogFn;
   error: LogFn;

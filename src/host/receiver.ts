@@ -32,6 +32,7 @@ export interface HostReceiverOptions {
   readonly open?: OpenProxy | undefined;
   /** Back-off of a listen that fails (host port taken). */
   readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'> | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
   readonly random?: (() => number) | undefined;
   readonly scheduler?: SchedulerLike | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */

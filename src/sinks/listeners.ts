@@ -20,6 +20,7 @@ import { errorMessage } from '../errors.js';
  * `nodePlaceholders` is the real one; tests script their own.
  */
 export interface PlaceholderBinder {
+  /** Holds a placeholder for `forward` while subscribed; errors when it cannot be bound. */
   hold(forward: Forward): Observable<unknown>;
 }
 
@@ -30,6 +31,7 @@ export interface ListenerSinkOptions {
   readonly retryMs?: number | undefined;
   /** Each wait is scaled by a random factor in [1 - jitter, 1 + jitter], so many ports do not retry in step. Default 0.2. */
   readonly jitter?: number | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
   readonly random?: (() => number) | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;

@@ -4,6 +4,7 @@ import type { Sink, SinkReport } from './sink.js';
 
 /** Where the table sink writes: a stream, and whether it is a terminal. */
 export interface TableOutput {
+  /** Writes `text` as it is. */
   write(text: string): unknown;
   readonly isTTY?: boolean;
 }

@@ -45,6 +45,7 @@ export interface VtunnelSinkOptions {
    */
   readonly resyncMs?: number | undefined;
   readonly backoff?: Backoff | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
   readonly random?: (() => number) | undefined;
   readonly scheduler?: SchedulerLike | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */

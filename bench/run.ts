@@ -251,6 +251,7 @@ await benchContainerd(quick);
 await benchIptables(quick);
 await benchKubernetes(quick);
 await runIsolated(new URL('./hostProxyMain.ts', import.meta.url), quick ? ['--quick'] : []);
+await runIsolated(new URL('./loopback.ts', import.meta.url), quick ? ['--quick'] : []);
 await benchMemory(quick);
 await benchImportCost();
 printSummary();

@@ -12,6 +12,7 @@ import { listenerSink } from './sinks/listeners.js';
 import { hostSwitchSink } from './sinks/hostswitch.js';
 import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
+import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
 import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
@@ -139,6 +140,11 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger): S
       return tableSink(io.stdout);
     case 'listeners':
       return listenerSink({ logger });
+    case 'loopback':
+      // Where the host end connects: host-switch's tap address (IPv4 only), else the vtunnel's interface.
+      return config.hostSwitchURL !== undefined
+        ? loopbackSink({ listenAddrs: () => addressAddrs(config.tapInterfaceIp), ipv6: false, logger })
+        : loopbackSink({ listenAddrs: () => interfaceAddrs(config.connectInterface), ipv6: true, logger });
     case 'hostswitch':
       return hostSwitchSink({
         ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),

@@ -147,6 +147,12 @@ export {
   type HostSwitchRequester,
   type HostSwitchResponse,
   type HostSwitchSinkOptions,
+  addressAddrs,
+  interfaceAddrs,
+  loopbackDefaults,
+  loopbackSink,
+  type LoopbackSinkOptions,
+  type ListenAddr,
 } from './entry/sinks.js';
 export {
   hostReceiver,

@@ -3,7 +3,7 @@ import type { AgentConfig } from './config.js';
 /** The sources the CLI can enable. */
 export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes';
 /** The sinks the CLI can route to. */
-export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table';
+export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table' | 'loopback';
 
 /** What the machine offers, for auto-detection (no arguments at all). */
 export interface Detected {
@@ -47,6 +47,10 @@ export function wire(config: AgentConfig, detected: Detected): Wiring {
           { sink: 'listeners', sources: pick('iptables') },
         ]
       : [{ sink: 'listeners', sources: pick('iptables', 'kubernetes') }];
+  // Loopback forwarders beside the sink that sends the host end to the VM's address, fed by the
+  // same sources (docs/loopback.md). Listener mode needs none: WSL forwards 127.0.0.1 itself.
+  const remote = routes.find((r) => r.sink === 'vtunnel' || r.sink === 'hostswitch');
+  if (remote) routes.push({ sink: 'loopback', sources: remote.sources });
   if (config.autoDetect || detected.tty) routes.push({ sink: 'table', sources });
 
   if (config.autoDetect) notices.push(`auto-detected backends: ${sources.join(', ')}`);

@@ -27,3 +27,5 @@ export {
   type HostSwitchResponse,
   type HostSwitchSinkOptions,
 } from '../sinks/hostswitch.js';
+export { addressAddrs, interfaceAddrs, loopbackDefaults, loopbackSink, type LoopbackSinkOptions } from '../loopback/sink.js';
+export type { ListenAddr } from '../loopback/plan.js';

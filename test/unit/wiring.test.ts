@@ -17,16 +17,23 @@ test('privileged mode: engines and Kubernetes over the vtunnel, iptables (on by 
   assert.deepEqual(wiring.routes, [
     { sink: 'vtunnel', sources: ['docker', 'containerd', 'kubernetes'] },
     { sink: 'listeners', sources: ['iptables'] },
+    { sink: 'loopback', sources: ['docker', 'containerd', 'kubernetes'] },
   ]);
 });
 
 test('-iptables=false turns the default backend off', () => {
-  assert.deepEqual(wire(config('-docker', '-privilegedService', '-iptables=false'), nothing).routes, [{ sink: 'vtunnel', sources: ['docker'] }]);
+  assert.deepEqual(wire(config('-docker', '-privilegedService', '-iptables=false'), nothing).routes, [
+    { sink: 'vtunnel', sources: ['docker'] },
+    { sink: 'loopback', sources: ['docker'] },
+  ]);
 });
 
 test('-hostSwitchURL sends every source to the expose API, and wins over -privilegedService', () => {
   const wiring = wire(config('-docker', '-kubernetes', '-privilegedService', '-hostSwitchURL', 'http://127.0.0.1:9/'), nothing);
-  assert.deepEqual(wiring.routes, [{ sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes'] }]);
+  assert.deepEqual(wiring.routes, [
+    { sink: 'hostswitch', sources: ['docker', 'iptables', 'kubernetes'] },
+    { sink: 'loopback', sources: ['docker', 'iptables', 'kubernetes'] },
+  ]);
 });
 
 test('listener mode: iptables and Kubernetes to listeners, engine ports need none; a terminal also gets the table', () => {
@@ -54,4 +61,11 @@ test('no arguments and no engine: waits for Docker rather than doing nothing', (
   const wiring = wire(config(), nothing);
   assert.deepEqual(wiring.sources, ['docker']);
   assert.match(wiring.notices.join('\n'), /waiting for the Docker socket/);
+});
+
+test('loopback forwarders only beside the vtunnel and host-switch sinks: listener mode makes none (WSL forwards 127.0.0.1 itself)', () => {
+  for (const argv of [[], ['-docker', '-kubernetes'], ['-docker', '-containerd', '-kubernetes', '-iptables']]) {
+    const wiring = wire(config(...argv), { ...nothing, dockerSocket: true, iptablesCommand: true, tty: true });
+    assert.deepEqual(wiring.routes.filter((r) => r.sink === 'loopback'), [], argv.join(' '));
+  }
 });

@@ -152,6 +152,7 @@ export {
   loopbackDefaults,
   loopbackSink,
   type LoopbackSinkOptions,
+  type ForwarderSpec,
   type ListenAddr,
 } from './entry/sinks.js';
 export {

@@ -28,4 +28,4 @@ export {
   type HostSwitchSinkOptions,
 } from '../sinks/hostswitch.js';
 export { addressAddrs, interfaceAddrs, loopbackDefaults, loopbackSink, type LoopbackSinkOptions } from '../loopback/sink.js';
-export type { ListenAddr } from '../loopback/plan.js';
+export type { ForwarderSpec, ListenAddr } from '../loopback/plan.js';

@@ -20,6 +20,7 @@ export interface LoopbackSinkOptions {
   readonly rereadMs?: number | undefined;
   /** Wait before trying a forwarder again whose listen failed. Default 2 s, jittered. */
   readonly retryMs?: number | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
   readonly random?: (() => number) | undefined;
   /** Where it logs, through a child naming its module; without one it logs nothing. */
   readonly logger?: Logger | undefined;

@@ -2,7 +2,10 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
 export interface Received {
+  /** performance.now() of this process at arrival. */
   readonly at: number;
+  /** Wall-clock ms at arrival, to sub-ms precision: comparable with an engine's timeNano / 1e6. */
+  readonly wallMs: number;
   readonly remove: boolean;
   readonly hostPorts: number[];
 }
@@ -16,9 +19,10 @@ export async function startReceiver(): Promise<{ port: number; messages: Receive
     socket.on('data', (chunk: string) => (text += chunk));
     socket.on('end', () => {
       const at = performance.now();
+      const wallMs = performance.timeOrigin + at;
       const msg = JSON.parse(text) as { remove: boolean; ports: Record<string, { HostPort: string }[]> };
       const hostPorts = Object.values(msg.ports).flatMap((bindings) => bindings.map((b) => Number(b.HostPort)));
-      messages.push({ at, remove: msg.remove, hostPorts });
+      messages.push({ at, wallMs, remove: msg.remove, hostPorts });
       socket.end();
     });
     socket.on('error', () => undefined);

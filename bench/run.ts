@@ -17,6 +17,7 @@ import { benchContainerd } from './containerd.js';
 import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
 import { benchImportCost } from './importCost.js';
+import { benchDockerAdd } from './dockerAdd.js';
 import { runVtunnelAgent, sleep, until } from './harness.js';
 import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
@@ -247,6 +248,7 @@ async function benchRealDocker(): Promise<void> {
 benchDiffAndMerge();
 await benchSynthetic();
 await benchRealDocker();
+await benchDockerAdd(quick);
 await benchContainerd(quick);
 await benchIptables(quick);
 await benchKubernetes(quick);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { concat, finalize, map, NEVER, Observable, of, tap, toArray } from 'rxjs';
+import { concat, defer, finalize, map, NEVER, Observable, of, tap, throwError, toArray } from 'rxjs';
 import { createAgent } from '../src/agent.js';
 import { applyDelta, emptyPortSet, remove, snapshot, upsert, type PortDelta, type PortSet, type SourceEvent } from '../src/model.js';
 import type { Sink } from '../src/sinks/sink.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poisoned, recordingLogger } from './helpers.js';
 
 const d80 = fwd(80, { source: 'docker', owner: 'c1' });
 const d81 = fwd(81, { source: 'docker', owner: 'c2' });
@@ -141,6 +141,139 @@ test('agent: a route naming an unknown source is a programming error, said at on
   assert.throws(() => createAgent({ sources: {}, routes: [{ sink: recordingSink([]), sources: ['nope'] }] }, new Observable()), /source "nope"/);
 });
 
+const noJitter = { initialMs: 3, maxMs: 12, factor: 2, jitter: 0 };
+const i443 = fwd(443, { source: 'iptables', owner: 'rule' });
+
+/** A source whose n-th subscription is `attempts[n]` (the last one repeats). */
+function attempts<T>(...runs: Observable<T>[]): Observable<T> {
+  let n = 0;
+  return defer(() => runs[Math.min(n++, runs.length - 1)] ?? NEVER);
+}
+
+test('agent: the doc comment diagram: a source that fails is resubscribed, its fresh list diffed against what it had', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  const { log, lines } = recordingLogger();
+  const docker = attempts(cold<SourceEvent>('-a--#', { a: upsert('c1', [d80]) }), cold<SourceEvent>('-s', { s: snapshot([['c1', [d80]]]) }));
+  const iptables = cold<SourceEvent>('------b', { b: upsert('rule', [i443]) });
+  const seen: PortDelta[] = [];
+  const reports = createAgent(
+    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler },
+    cold('20ms s'),
+  );
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-a----b------------- (x|)', { a: 'wrote', b: 'wrote', x: 'withdrawn' });
+  flush();
+  assert.deepEqual(seen, [{ added: [d80], removed: [] }, { added: [i443], removed: [] }]);
+  assert.deepEqual(lines().map((l) => l.msg), ['source docker: its stream failed; its next list is diffed against what it has (error); resubscribing in 3 ms']);
+}));
+
+test('agent: a throw while folding a source withdraws that source\'s ports and starts it over; the other source keeps forwarding', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  const { log, lines } = recordingLogger();
+  const docker = attempts(
+    cold<SourceEvent>('-a-b', { a: upsert('c1', [d80]), b: upsert('c2', [poisoned(81, { owner: 'c2' })]) }),
+    cold<SourceEvent>('s', { s: snapshot([['c1', [d80]]]) }),
+  );
+  const iptables = cold<SourceEvent>('--a----b', { a: upsert('rule', [i443]), b: remove('rule') });
+  const seen: PortDelta[] = [];
+  const reports = createAgent(
+    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler },
+    cold('20ms s'),
+  );
+  // 80 withdrawn at 3 (the throw), listed again at 6 after a back-off of 3; 443 is untouched
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-www--ww------------(x|)', { w: 'wrote', x: 'withdrawn' });
+  flush();
+  assert.deepEqual(seen, [
+    { added: [d80], removed: [] },
+    { added: [i443], removed: [] },
+    { added: [], removed: [d80] },
+    { added: [d80], removed: [] },
+    { added: [], removed: [i443] },
+  ]);
+  assert.match(lines()[0]?.msg ?? '', /^source docker: failed \(cannot fold its events \(poisoned forward\); withdrew its 1 ports\); resubscribing in 3 ms$/);
+}));
+
+/** Like recordingSink, but its first run fails (a throw in its projection) on a delta that adds `port`. */
+function flakySink(seen: PortDelta[], port: number, name = 'flaky'): Sink {
+  let runs = 0;
+  return (deltas$) =>
+    defer(() => {
+      const run = ++runs;
+      return recordingSink(seen, name)(
+        deltas$.pipe(
+          tap((d) => {
+            if (run === 1 && d.added.some((f) => f.hostPort === port)) throw new Error(`cannot write ${String(port)}`);
+          }),
+        ),
+      );
+    });
+}
+
+test('agent: a sink that fails is logged, reported and restarted with back-off with the whole state; the other sink keeps forwarding', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  const { log, lines } = recordingLogger();
+  const docker = cold<SourceEvent>('-a-b----c', { a: upsert('c1', [d80]), b: upsert('c2', [d81]), c: upsert('c3', [fwd(82, { owner: 'c3' })]) });
+  const toFlaky: PortDelta[] = [];
+  const toSteady: PortDelta[] = [];
+  const reports = createAgent(
+    {
+      sources: { docker },
+      routes: [
+        { sink: flakySink(toFlaky, 81), sources: ['docker'], name: 'vtunnel' },
+        { sink: recordingSink(toSteady, 'steady'), sources: ['docker'] },
+      ],
+      coalesceMs: 0,
+      backoff: noJitter,
+      logger: log,
+      scheduler,
+    },
+    cold('20ms s'),
+  );
+  expectObservable(reports.pipe(map((r) => `${String(scheduler.now())} ${r.sink}:${r.type}`), toArray())).toBe('20ms (a|)', {
+    a: [
+      '1 flaky:wrote',
+      '1 steady:wrote',
+      '3 vtunnel:failed',
+      '3 steady:wrote',
+      '6 flaky:wrote', // restarted after 3 with 80 and 81
+      '8 flaky:wrote',
+      '8 steady:wrote',
+      '20 flaky:withdrawn',
+      '20 steady:withdrawn',
+    ],
+  });
+  flush();
+  assert.deepEqual(toFlaky.slice(1), [{ added: [d80, d81], removed: [] }, { added: [fwd(82, { owner: 'c3' })], removed: [] }]);
+  assert.equal(toSteady.length, 3);
+  assert.deepEqual(lines().map((l) => l.msg), ['sink vtunnel failed (cannot write 81); restarting it in 3 ms with the whole state']);
+}));
+
+test('agent: a stop during a failed sink\'s back-off restarts it at once, so it withdraws what it had', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  const docker = cold<SourceEvent>('-a-b', { a: upsert('c1', [d80]), b: upsert('c2', [d81]) });
+  const seen: PortDelta[] = [];
+  const reports = createAgent(
+    { sources: { docker }, routes: [{ sink: flakySink(seen, 81), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 50 }, logger: recordingLogger().log, scheduler },
+    cold('5ms s'),
+  );
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-w-f-(wx|)', { w: 'wrote', f: 'failed', x: 'withdrawn' });
+  flush();
+  assert.deepEqual(seen.at(-1), { added: [d80, d81], removed: [] }, 'told the whole state, then its input ends');
+}));
+
+test('agent: a sink that fails while withdrawing is given up, and the agent still completes', marbles(({ cold, expectObservable }, scheduler) => {
+  const { log, lines } = recordingLogger();
+  const docker = cold<SourceEvent>('-a', { a: upsert('c1', [d80]) });
+  const failsAtEnd: Sink = (deltas$) => concat(deltas$.pipe(map((d) => ({ sink: 'end', type: 'wrote' as const, added: d.added, removed: d.removed }))), throwError(() => new Error('host gone')));
+  const reports = createAgent({ sources: { docker }, routes: [{ sink: failsAtEnd, sources: ['docker'], name: 'end' }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler }, cold('5ms s'));
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---|', { w: 'wrote' });
+  scheduler.flush();
+  assert.deepEqual(lines().map((l) => l.msg), ['sink end failed while withdrawing (host gone); giving up on it']);
+}));
+
+test('agent: a stop during a source\'s back-off ends the wait; the sinks still withdraw', marbles(({ cold, expectObservable }, scheduler) => {
+  const docker = cold<SourceEvent>('-a#', { a: upsert('c1', [d80]) });
+  const reports = createAgent(
+    { sources: { docker }, routes: [{ sink: recordingSink([]), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 100 }, logger: recordingLogger().log, scheduler },
+    cold('5ms s'),
+  );
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---(x|)', { w: 'wrote', x: 'withdrawn' });
+}));
 /** A sink that records what it is given and, once its input completes, the withdrawal. */
 function withdrawingSink(log: string[]): Sink {
   return (deltas$) =>

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import { coalesceDeltas } from '../operators/coalesceDeltas.js';
 import type { Forward, PortDelta } from '../src/model.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poison, poisoned } from './helpers.js';
 
 const add = (...f: Forward[]): PortDelta => ({ added: f, removed: [] });
 const del = (...f: Forward[]): PortDelta => ({ added: [], removed: f });
@@ -60,4 +60,21 @@ test('coalesceDeltas widens its window while a burst goes on, up to maxWindowMs,
     z: add(p2),
     h: del(p3),
   });
+}));
+
+test('coalesceDeltas: the doc comment diagrams', marbles(({ cold, expectObservable }, scheduler) => {
+  const [a, b, c, d, e, f, g] = [1, 2, 3, 4, 5, 6, 7].map((n) => add(fwd(2000 + n))) as [PortDelta, PortDelta, PortDelta, PortDelta, PortDelta, PortDelta, PortDelta];
+  const values = { a, b, c, d, e, f, g };
+  const folded = (...deltas: PortDelta[]): PortDelta => ({ added: deltas.flatMap((x) => x.added), removed: [] });
+  expectObservable(cold('--a------b-c-d------|', values).pipe(coalesceDeltas(5, scheduler))).toBe('--a------b----x-----|', { ...values, x: folded(c, d) });
+  expectObservable(cold('a-b-c-d-e-f-g----|', values).pipe(coalesceDeltas(2, scheduler, 4))).toBe('a-b---x---y---g--|', {
+    ...values,
+    x: folded(c, d),
+    y: folded(e, f),
+  });
+}));
+
+test('coalesceDeltas: a forward that cannot be keyed is an error notification, not an uncaught throw', marbles(({ cold, expectObservable }, scheduler) => {
+  const deltas = cold('ab', { a: add(p1), b: add(poisoned(9)) });
+  expectObservable(deltas.pipe(coalesceDeltas(5, scheduler))).toBe('a#', { a: add(p1) }, poison);
 }));

@@ -44,3 +44,8 @@ test('coalesceTriggers: unsubscribing cancels the open window', marbles(({ cold,
   expectObservable(triggers.pipe(coalesceTriggers(5, scheduler)), '^--!').toBe('a');
   expectSubscriptions(triggers.subscriptions).toBe('^--!');
 }));
+
+test('coalesceTriggers: an error of its input is passed on at once', marbles(({ cold, expectObservable }, scheduler) => {
+  // its fold only keeps the latest value and cannot throw; windowedCoalesce's tests cover a fold that does
+  expectObservable(cold('ab#').pipe(coalesceTriggers(5, scheduler))).toBe('a-#');
+}));

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import { diffPortSets } from '../operators/diffPortSets.js';
 import { portSetOf } from '../src/model.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poison, poisoned } from './helpers.js';
 
 const http = fwd(8080);
 const dns = fwd(53, { protocol: 'udp' });
@@ -30,4 +30,20 @@ test('diffPortSets emits nothing for an empty first set and passes completion an
   expectObservable(cold('a-#', { a: portSetOf([http]) }).pipe(diffPortSets())).toBe('a-#', {
     a: { added: [http], removed: [] },
   });
+}));
+
+test('diffPortSets: the doc comment diagram', marbles(({ cold, expectObservable }) => {
+  const sets = cold('--A-----B-----B-----C--', { A: portSetOf([http]), B: portSetOf([http, dns]), C: portSetOf([dns6]) });
+  expectObservable(sets.pipe(diffPortSets())).toBe('--a-----b-----------c--', {
+    a: { added: [http], removed: [] },
+    b: { added: [dns], removed: [] },
+    c: { added: [dns6], removed: [http, dns] },
+  });
+}));
+
+test('diffPortSets: a set it cannot read is an error notification', marbles(({ cold, expectObservable }) => {
+  const unreadable = new Map([['tcp/0.0.0.0:9', poisoned(9)]]);
+  // the diff itself reads no forward; a set whose iteration throws stands for any failure inside it
+  const broken = Object.assign(new Map(), { [Symbol.iterator]: () => { throw poison; } });
+  expectObservable(cold('ab', { a: unreadable, b: broken }).pipe(diffPortSets())).toBe('a#', { a: { added: [unreadable.get('tcp/0.0.0.0:9')!], removed: [] } }, poison);
 }));

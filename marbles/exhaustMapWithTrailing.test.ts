@@ -54,3 +54,26 @@ test('exhaustMapWithTrailing passes an error of a run or of the source at once, 
   expectObservable(cold('a-#').pipe(exhaustMapWithTrailing(() => run))).toBe('--#');
   expectSubscriptions(run.subscriptions).toBe('^-!');
 }));
+
+test('exhaustMapWithTrailing: the doc comment diagram', marbles(({ cold, expectObservable }) => {
+  const name: Record<string, string> = { a: 'x', b: 'b', c: 'y', d: 'z' };
+  const values = cold('-a-bc-----------d---|');
+  expectObservable(values.pipe(exhaustMapWithTrailing((v) => cold('---(r|)', { r: name[v] })))).toBe('----x--y-----------z|');
+}));
+
+test('exhaustMapWithTrailing: a throw in project is an error notification, as in exhaustMap', marbles(({ cold, expectObservable, expectSubscriptions }) => {
+  const boom = new Error('boom');
+  const thrower = (): Observable<string> => {
+    throw boom;
+  };
+  expectObservable(of(1).pipe(exhaustMapWithTrailing(thrower))).toBe('#', undefined, boom);
+  // the throw of a later, owed run ends the source's subscription too
+  const values = cold('ab---c');
+  let runs = 0;
+  const project = (v: string): Observable<string> => {
+    if (++runs === 2) throw boom;
+    return cold('--(r|)', { r: v });
+  };
+  expectObservable(values.pipe(exhaustMapWithTrailing(project))).toBe('--(a#)', { a: 'a' }, boom);
+  expectSubscriptions(values.subscriptions).toBe('^-!');
+}));

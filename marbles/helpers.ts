@@ -45,3 +45,20 @@ export function recordingLogger(): { log: pino.Logger; lines: () => { level: num
   );
   return { log, lines: () => records };
 }
+
+/** The error a poisoned forward throws, so a test can expect exactly it. */
+export const poison = new Error('poisoned forward');
+
+/**
+ * A forward whose host IP throws when read: any operator that keys it runs a callback that
+ * throws, which must become an error notification, never an uncaught exception.
+ */
+export function poisoned(hostPort: number, opts: { source?: string; owner?: string } = {}): Forward {
+  const f = fwd(hostPort, opts);
+  return Object.defineProperty({ ...f }, 'hostIp', {
+    enumerable: true,
+    get: (): string => {
+      throw poison;
+    },
+  });
+}

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import { mergeDeltas, refCountClaims } from '../operators/mergeDeltas.js';
 import type { PortDelta } from '../src/model.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poison, poisoned } from './helpers.js';
 
 const fromDocker = fwd(80, { source: 'docker' });
 const fromIptables = fwd(80, { source: 'iptables', owner: 'rule-1' });
@@ -44,4 +44,19 @@ test('refCountClaims passes completion and errors through', marbles(({ cold, exp
     a: { added: [fromDocker], removed: [] },
   });
   expectObservable(cold<PortDelta>('#').pipe(refCountClaims())).toBe('#');
+}));
+
+test('mergeDeltas: the doc comment diagram', marbles(({ cold, expectObservable }) => {
+  const docker = cold('-a------r------', { a: { added: [fromDocker], removed: [] }, r: { added: [], removed: [fromDocker] } });
+  const iptables = cold('----b---------s', { b: { added: [fromIptables], removed: [] }, s: { added: [], removed: [fromIptables] } });
+  expectObservable(mergeDeltas(docker, iptables)).toBe('-a------------s', {
+    a: { added: [fromDocker], removed: [] },
+    s: { added: [], removed: [fromDocker] },
+  });
+}));
+
+test('refCountClaims: a forward that cannot be keyed is an error notification, and the input is let go', marbles(({ cold, expectObservable, expectSubscriptions }) => {
+  const deltas = cold<PortDelta>('ab-', { a: { added: [fromDocker], removed: [] }, b: { added: [poisoned(81)], removed: [] } });
+  expectObservable(deltas.pipe(refCountClaims())).toBe('a#', { a: { added: [fromDocker], removed: [] } }, poison);
+  expectSubscriptions(deltas.subscriptions).toBe('^!');
 }));

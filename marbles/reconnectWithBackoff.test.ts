@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defer } from 'rxjs';
+import { defer, take } from 'rxjs';
 import { backoffDelay, defaultBackoff, reconnectWithBackoff, retryLogLevel } from '../operators/reconnectWithBackoff.js';
 import { marbles } from './helpers.js';
 
@@ -67,4 +67,17 @@ test('reconnectWithBackoff scales each delay by its jitter', marbles(({ cold, ex
   expectObservable(out, '^ 70ms !').toBe('');
   scheduler.flush();
   assert.deepEqual(delays.slice(0, 3), [15, 10, 40]);
+}));
+
+test('reconnectWithBackoff: the doc comment diagram', marbles(({ cold, expectObservable }, scheduler) => {
+  const source = cold('a-#');
+  expectObservable(source.pipe(reconnectWithBackoff({ initialMs: 2, factor: 2, maxMs: 8, jitter: 0, scheduler }), take(5))).toBe('a---a-----a---------a---------(a|)');
+}));
+
+test('reconnectWithBackoff: a throw in onRetry is an error notification', marbles(({ cold, expectObservable }, scheduler) => {
+  const boom = new Error('boom');
+  const onRetry = (): void => {
+    throw boom;
+  };
+  expectObservable(cold('a-#').pipe(reconnectWithBackoff({ ...noJitter, scheduler, onRetry }))).toBe('a-#', { a: 'a' }, boom);
 }));

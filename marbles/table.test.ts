@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { map } from 'rxjs';
 import { portSetOf, type PortDelta } from '../src/model.js';
 import { renderTable, tableSink } from '../src/sinks/table.js';
-import { fwd, marbles } from './helpers.js';
+import { EventEmitter } from 'node:events';
+import { fwd, marbles, recordingLogger } from './helpers.js';
 
 const web = fwd(8080, { owner: 'abcdef0123456789', containerPort: 80 });
 const dns = fwd(53, { protocol: 'udp', hostIp: '127.0.0.1', owner: 'rule' , source: 'iptables' });
@@ -46,3 +47,39 @@ test('renderTable orders rows by port and aligns columns', () => {
     ].join('\n'),
   );
 });
+
+/** An output that fails as a closed pipe does: the error comes as an event, after the write. */
+class ClosingOutput extends EventEmitter {
+  readonly chunks: string[] = [];
+  writable = true;
+  write(text: string): boolean {
+    this.chunks.push(text);
+    return true;
+  }
+}
+
+test('table sink: an output that fails (EPIPE) ends the table, said once, without an error', marbles(({ cold, expectObservable, flush }, scheduler) => {
+  const out = new ClosingOutput();
+  const { log, lines } = recordingLogger();
+  const deltas = cold<PortDelta>('a-b-c', { a: { added: [web], removed: [] }, b: { added: [dns], removed: [] }, c: { added: [], removed: [web] } });
+  scheduler.schedule(() => out.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })), 1);
+  expectObservable(deltas.pipe(tableSink(out, log), map((r) => r.type))).toBe('a|', { a: 'wrote' });
+  flush();
+  assert.equal(out.chunks.length, 1, 'nothing written after the output failed');
+  assert.deepEqual(lines().map((l) => l.msg), ["the table's output is gone (write EPIPE); no longer showing the table, forwarding goes on"]);
+  // an error the output emits later, with no table running, ends nothing either
+  out.emit('error', new Error('write EPIPE'));
+}));
+
+test('table sink: an output already closed ends the table at its next write', marbles(({ cold, expectObservable }) => {
+  const out = new ClosingOutput();
+  out.writable = false;
+  const { log } = recordingLogger();
+  expectObservable(cold<PortDelta>('-a-b', { a: { added: [web], removed: [] }, b: { added: [dns], removed: [] } }).pipe(tableSink(out, log), map((r) => r.type))).toBe('-|');
+}));
+
+test('table sink: a write that throws ends the table', marbles(({ cold, expectObservable }) => {
+  const out = { write: (): never => { throw new Error('EBADF'); } };
+  const { log } = recordingLogger();
+  expectObservable(cold<PortDelta>('-a', { a: { added: [web], removed: [] } }).pipe(tableSink(out, log), map((r) => r.type))).toBe('-|');
+}));

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import { toPortDeltas } from '../operators/toPortDeltas.js';
 import { remove, snapshot, upsert } from '../src/model.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poison, poisoned } from './helpers.js';
 
 const http = fwd(8080, { owner: 'c1' });
 const dns = fwd(53, { protocol: 'udp', owner: 'c1' });
@@ -68,4 +68,18 @@ test('toPortDeltas: a throw while applying an event is an error notification, as
   });
   const events = cold('a-b-c', { a: upsert('c1', [http]), b: upsert('c2', [broken]), c: remove('c1') });
   expectObservable(events.pipe(toPortDeltas())).toBe('a-#', { a: { added: [http], removed: [] } }, new Error('no port here'));
+}));
+
+test('toPortDeltas: the doc comment diagram', marbles(({ cold, expectObservable }) => {
+  const events = cold('--s-----u-----u-----r--', { s: snapshot([['c1', [http]]]), u: upsert('c2', [web]), r: remove('c1') });
+  expectObservable(events.pipe(toPortDeltas())).toBe('--a-----b-----------c--', {
+    a: { added: [http], removed: [] },
+    b: { added: [web], removed: [] },
+    c: { added: [], removed: [http] },
+  });
+}));
+
+test('toPortDeltas: a forward that cannot be keyed is an error notification', marbles(({ cold, expectObservable }) => {
+  const events = cold('ab', { a: upsert('c1', [http]), b: upsert('c2', [poisoned(9, { owner: 'c2' })]) });
+  expectObservable(events.pipe(toPortDeltas())).toBe('a#', { a: { added: [http], removed: [] } }, poison);
 }));

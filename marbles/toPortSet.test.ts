@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import { toPortSet } from '../operators/toPortSet.js';
 import { portSetOf, remove, snapshot, upsert } from '../src/model.js';
-import { fwd, marbles } from './helpers.js';
+import { fwd, marbles, poison, poisoned } from './helpers.js';
 
 const http = fwd(8080, { owner: 'c1' });
 const dns = fwd(53, { protocol: 'udp', owner: 'c1' });
@@ -49,4 +49,19 @@ test('toPortSet keeps a key claimed by two owners until both are gone', marbles(
 test('toPortSet: removing an unknown owner changes nothing', marbles(({ cold, expectObservable }) => {
   const events = cold('a-b', { a: upsert('c1', [http]), b: remove('nobody') });
   expectObservable(events.pipe(toPortSet())).toBe('a-b', { a: portSetOf([http]), b: portSetOf([http]) });
+}));
+
+test('toPortSet: the doc comment diagram', marbles(({ cold, expectObservable }) => {
+  const events = cold('--s-----u-----r-----s--', { s: snapshot([['c1', [http]]]), u: upsert('c2', [web]), r: remove('c1') });
+  expectObservable(events.pipe(toPortSet())).toBe('--A-----B-----C-----D--', {
+    A: portSetOf([http]),
+    B: portSetOf([http, web]),
+    C: portSetOf([web]),
+    D: portSetOf([http]),
+  });
+}));
+
+test('toPortSet: a forward that cannot be keyed is an error notification', marbles(({ cold, expectObservable }) => {
+  const events = cold('ab', { a: upsert('c1', [http]), b: upsert('c2', [poisoned(9, { owner: 'c2' })]) });
+  expectObservable(events.pipe(toPortSet())).toBe('a#', { a: portSetOf([http]) }, poison);
 }));

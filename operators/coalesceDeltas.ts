@@ -9,7 +9,7 @@ import { portKey, type Forward, type PortDelta, type PortKey } from '../src/mode
  * coming. Inside a window an add and a remove of one key cancel out.
  *
  *   deltas:  --a------b-c-d------|     window = 5 frames
- *   out:     --a------b----x------|     a and b pass at once; c and d fold into x, emitted when
+ *   out:     --a------b----x-----|      a and b pass at once; c and d fold into x, emitted when
  *                                       b's window closes (an add in c and a remove of the same
  *                                       key in d would cancel out, and x would hold neither)
  *
@@ -18,7 +18,7 @@ import { portKey, type Forward, type PortDelta, type PortKey } from '../src/mode
  * length/max writes while a lone change is never delayed.
  *
  *   deltas:  a-b-c-d-e-f-g----|      window = 2, max = 4
- *   out:     a-b---x-------y--|      windows 2 (b), 4 (c d → x), 4 (e f g → y), then quiet
+ *   out:     a-b---x---y---g--|      windows 2 (b), 4 (c d → x), 4 (e f → y), 4 (g), then quiet
  *
  * Simplest mental model: a throttle with leading and trailing edges whose trailing value is the
  * sum of everything it swallowed.

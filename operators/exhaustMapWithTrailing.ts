@@ -1,4 +1,4 @@
-import { finalize, from, Observable, type ObservableInput, type OperatorFunction, type Subscription } from 'rxjs';
+import { defer, finalize, Observable, type ObservableInput, type OperatorFunction, type Subscription } from 'rxjs';
 
 /**
  * Runs `project` for a value unless a run is already going; the values that arrive while it runs
@@ -7,14 +7,14 @@ import { finalize, from, Observable, type ObservableInput, type OperatorFunction
  * (unlike `exhaustMap`) and no queue (unlike `concatMap`): the right shape for "re-read the
  * state", where one read after a burst of changes sees all of them.
  *
- *   values:  -a--b-c----------d---|
- *   runs:     [--x]                     project(a) emits x and completes after 4 frames
- *                 [--y]                 b and c arrived meanwhile: one run, for c
- *                            [--z]
- *   out:     ----x---y---------z-|
+ *   values:  -a-bc-----------d---|
+ *   runs:     ---x                     each run emits once, 3 frames after it starts, and completes
+ *                ---y                  b and c came during a's run: one run, for c, when it ends
+ *                            ---z
+ *   out:     ----x--y-----------z|
  *
  * Completes when the source has completed and no run is going or owed; an error of the source
- * or of a run is passed on at once.
+ * or of a run is passed on at once, and so is a throw in `project` (as `exhaustMap` does).
  */
 export function exhaustMapWithTrailing<T, R>(project: (value: T) => ObservableInput<R>): OperatorFunction<T, R> {
   return (source$) =>
@@ -25,7 +25,8 @@ export function exhaustMapWithTrailing<T, R>(project: (value: T) => ObservableIn
 
       const start = (value: T): void => {
         let completed = false;
-        const run = from(project(value))
+        // defer turns a throw in project (or an input `from` cannot take) into an error
+        const run = defer(() => project(value))
           // the next run starts once this one is torn down, so two never overlap even briefly
           .pipe(finalize(() => { if (completed) afterRun(); }))
           .subscribe({

@@ -21,8 +21,8 @@ export interface BackoffOptions extends Backoff {
  * snapshot right after reconnecting would then never back off), the count resets only once a
  * subscription has stayed up for `stableMs`.
  *
- *   source:  --#            (each subscription fails after 2 frames)
- *   result:  ----[d1]--#... waits d1 = initialMs, then 2·d1, 4·d1, ... up to maxMs
+ *   source:  a-#                             each subscription emits a, then fails
+ *   result:  a---a-----a---------a---------a   waits 2, 4, 8, 8 (initialMs 2, factor 2, maxMs 8)
  */
 export function reconnectWithBackoff<T>(opts: BackoffOptions = {}): MonoTypeOperatorFunction<T> {
   const { stableMs } = { ...defaultBackoff, ...definedOptions(opts) };

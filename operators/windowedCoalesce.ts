@@ -25,8 +25,17 @@ export function windowedCoalesce<T>(
 ): MonoTypeOperatorFunction<T> {
   return (values$) =>
     new Observable<T>((subscriber) => {
-      const pending = makeFold();
+      const pending = makeFold(); // a throw here is an error: `new Observable` catches it
       let window: Subscription | undefined;
+
+      /** Runs a fold or drain; a throw in it becomes the error notification, never an uncaught one. */
+      const guarded = (step: () => void): void => {
+        try {
+          step();
+        } catch (err: unknown) {
+          subscriber.error(err);
+        }
+      };
 
       const flush = (): boolean => {
         const drained = pending.drain();
@@ -38,14 +47,16 @@ export function windowedCoalesce<T>(
       const openWindow = (length: number): void => {
         window = scheduler.schedule(() => {
           window = undefined;
-          if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
+          guarded(() => {
+            if (flush()) openWindow(Math.min(maxWindowMs, length * 2));
+          });
         }, length);
       };
 
       const subscription = values$.subscribe({
         next: (value) => {
           if (window) {
-            pending.fold(value);
+            guarded(() => { pending.fold(value); });
           } else {
             subscriber.next(value);
             openWindow(windowMs);
@@ -56,8 +67,10 @@ export function windowedCoalesce<T>(
         },
         complete: () => {
           window?.unsubscribe();
-          flush();
-          subscriber.complete();
+          guarded(() => {
+            flush();
+            subscriber.complete();
+          });
         },
       });
       return () => {

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
@@ -14,7 +15,7 @@ import { runHost } from './host/cli.js';
 import { vtunnelSink } from './sinks/vtunnel.js';
 import { addressAddrs, interfaceAddrs, loopbackSink } from './loopback/sink.js';
 import { connectAddrsOf } from './sinks/vtunnelWire.js';
-import { wire, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
+import { decideRoutes, type Detected, type SinkKind, type SourceKind, type Wiring } from './wiring.js';
 import { errorMessage } from './errors.js';
 
 /** The process's streams and environment, passed in so tests can run the CLI in-process. */
@@ -40,7 +41,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   }
   const config = parsed.config;
   const logger = cliLogger(io.env, config.debug);
-  const wiring = wire(config, detect(config, io));
+  const wiring = decideRoutes(config, detect(config, io));
   const log = moduleLogger('agent', logger);
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
@@ -48,13 +49,13 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
   try {
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
     sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, logger)] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logger), sources: r.sources }));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logger), sources: r.sources, name: r.sink }));
   } catch (error) {
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
   if (routes.length === 0) return idle(io, log);
-  return run({ sources, routes }, wiring, io, log);
+  return run({ sources, routes, logger }, wiring, io, log);
 }
 
 /**
@@ -135,9 +136,9 @@ async function sourceFor(kind: SourceKind, config: AgentConfig, logger: Logger):
 function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: () => connectAddrsOf(config.connectInterface), logger });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)), logger });
     case 'table':
-      return tableSink(io.stdout);
+      return tableSink(io.stdout, logger);
     case 'listeners':
       return listenerSink({ logger });
     case 'loopback':
@@ -153,6 +154,31 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger): S
         logger,
       });
   }
+}
+
+/**
+ * `read()`, served from the last reading and read again after a call finds it over a second old,
+ * once the caller is done: never on the caller's path. The vtunnel sink asks for the interface's
+ * addresses with every message, and reading them (getifaddrs) costs about 0.5 ms of the add
+ * path's 2 ms; a background timer would cost idle CPU instead. A message after a long quiet may
+ * carry addresses that are out of date; the read it starts puts the new ones in the sink's next
+ * message or periodic re-send, a few seconds later at most.
+ */
+function readOffThePath<T>(read: () => T, maxAgeMs = 1000): () => T {
+  let value = read();
+  let readAt = performance.now();
+  let reading = false;
+  return () => {
+    if (!reading && performance.now() - readAt > maxAgeMs) {
+      reading = true;
+      setImmediate(() => {
+        value = read();
+        readAt = performance.now();
+        reading = false;
+      });
+    }
+    return value;
+  };
 }
 
 /** The configured socket; with auto-detection, the stock containerd's when only that one exists. */

@@ -5,7 +5,7 @@ import { parseVtunnelAddr } from './sinks/vtunnelAddress.js';
 export { parseVtunnelAddr, type VtunnelTarget } from './sinks/vtunnelAddress.js';
 
 /**
- * The agent's flags, exactly as contracts.md fixes them (names, kinds, defaults), so that the
+ * The agent's flags (docs/flags.md): the names, kinds and defaults of the Go agent's, so that the
  * host side can start portstream with the command line it gives the Go guest agent.
  */
 export const agentFlags = [

@@ -16,9 +16,8 @@ export {
 export type { LogFn, Logger } from './log.js';
 export {
   applyDelta,
-  describe,
+  canonicalHostIp,
   diff,
-  emptyDelta,
   emptyPortSet,
   isEmptyDelta,
   isIPv6,

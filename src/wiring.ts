@@ -24,7 +24,7 @@ export interface Wiring {
 }
 
 /**
- * Decides which backends run and where their ports go, as contracts.md says:
+ * Decides which backends run and where their ports go (docs/flags.md, "Where ports go"):
  * - `-hostSwitchURL`: every source to the expose API;
  * - `-privilegedService`: engines and Kubernetes to the vtunnel, iptables to listeners;
  * - neither (listener mode): iptables and Kubernetes to placeholder listeners; engine ports need
@@ -32,7 +32,7 @@ export interface Wiring {
  * With no arguments at all, every backend whose endpoint exists is enabled, and the table shows
  * the result; on a terminal the table is shown in every mode.
  */
-export function wire(config: AgentConfig, detected: Detected): Wiring {
+export function decideRoutes(config: AgentConfig, detected: Detected): Wiring {
   const notices: string[] = [];
   const sources: SourceKind[] = config.autoDetect
     ? detectSources(detected, notices)

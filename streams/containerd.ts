@@ -231,18 +231,18 @@ function portsOf(ctx: Ctx, namespace: string, id: string, labels: Readonly<Recor
     case 'none':
       return of([]);
     case 'label':
-      return of(report(ctx.log, namespace, id, portsFromLabel(owner, source.json)));
+      return of(logProblems(ctx.log, namespace, id, portsFromLabel(owner, source.json)));
     case 'state-dir':
       return ctx.client.networkConfig(source.dir).pipe(
-        map((text) => (text === undefined ? [] : report(ctx.log, namespace, id, portsFromNetworkConfig(owner, text)))),
+        map((text) => (text === undefined ? [] : logProblems(ctx.log, namespace, id, portsFromNetworkConfig(owner, text)))),
         catchError((error: unknown) =>
-          of(report(ctx.log, namespace, id, { forwards: [], problems: [`cannot read ${source.dir}/${networkConfigFile} (${errorMessage(error)})`] })),
+          of(logProblems(ctx.log, namespace, id, { forwards: [], problems: [`cannot read ${source.dir}/${networkConfigFile} (${errorMessage(error)})`] })),
         ),
       );
   }
 }
 
-function report(log: Logger, namespace: string, id: string, parsed: Parsed): readonly Forward[] {
+function logProblems(log: Logger, namespace: string, id: string, parsed: Parsed): readonly Forward[] {
   if (parsed.problems.length > 0) {
     const n = parsed.forwards.length;
     const rest = n === 0 ? 'it has no valid ports to forward' : `forwarding its ${String(n)} valid port${n === 1 ? '' : 's'}`;

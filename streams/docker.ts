@@ -128,7 +128,7 @@ function listAll(client: DockerClient, log: Logger, bounded: Bound): Observable<
   return client.listContainers().pipe(
     bounded('the container list'),
     map((containers) =>
-      snapshot(containers.map((c) => [c.Id, report(log, c.Id, portsFromList(c.Id, c.Ports))] as const)),
+      snapshot(containers.map((c) => [c.Id, logProblems(log, c.Id, portsFromList(c.Id, c.Ports))] as const)),
     ),
   );
 }
@@ -147,7 +147,7 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: 
     map((c) =>
       c.State?.Running === false
         ? remove(id) // it died again before we looked: its die event follows or already passed
-        : upsert(id, report(log, id, portsFromInspect(id, c.NetworkSettings?.Ports))),
+        : upsert(id, logProblems(log, id, portsFromInspect(id, c.NetworkSettings?.Ports))),
     ),
     catchError((error: unknown) => {
       if (statusCode(error) === 404) return of(remove(id));
@@ -158,7 +158,7 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: 
   );
 }
 
-function report(log: Logger, id: string, parsed: Parsed): readonly Forward[] {
+function logProblems(log: Logger, id: string, parsed: Parsed): readonly Forward[] {
   for (const problem of parsed.problems) log.warn({ container: id }, `container ${id.slice(0, 12)}: ${problem}; skipping that port`);
   return parsed.forwards;
 }

@@ -49,7 +49,7 @@ export function serviceName(svc: KubeService): string {
 }
 
 /**
- * The ports a Service asks to have published, as contracts.md says: type NodePort publishes each
+ * The ports a Service asks to have published (docs/backends.md): type NodePort publishes each
  * port's `nodePort`, type LoadBalancer each port's `port`, anything else (ClusterIP, headless,
  * ExternalName) nothing. TCP and UDP on one number are two forwards. Every forward is owned by the
  * Service's UID and published on `hostIp` (`-k8sServiceListenerAddr`).

@@ -5,8 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
-import { busyboxImage, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, TestContainers, waitFor } from './engines.js';
+import { concat, defer, ignoreElements, lastValueFrom, of, Subject, throwError, timer, type Observable } from 'rxjs';
+import { busyboxImage, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, sleep, TestContainers, waitFor } from './engines.js';
 import { startReceiver } from './vtunnelReceiver.js';
+import { createAgent } from '../src/agent.js';
+import { snapshot, type SourceEvent } from '../src/model.js';
+import { vtunnelSink } from '../src/sinks/vtunnel.js';
+import { dockerEvents } from '../streams/docker.js';
+import { dockerodeClient } from '../streams/dockerClient.js';
+import { fwd, recordingLogger } from '../marbles/helpers.js';
 
 const main = new URL('../src/main.ts', import.meta.url).pathname;
 
@@ -78,6 +85,54 @@ engineTest(
     const { code } = await agent.exited;
     assert.equal(code, 0, agent.stderr());
     assert.deepEqual([...receiver.view.keys()], [], 'SIGTERM must withdraw every forward');
+    assert.deepEqual(receiver.violations, []);
+  },
+);
+
+engineTest(
+  'createAgent, real docker stream and real vtunnel sink: a source that keeps failing is resubscribed without withdrawing its port, and docker keeps forwarding',
+  { needs: dockerNeeds, timeout: 90_000 },
+  async (t) => {
+    await ensureDockerd();
+    await ensureBusyboxImage();
+    const containers = new TestContainers();
+    const receiver = await startReceiver();
+    const stop = new Subject<void>();
+    t.after(async () => {
+      stop.next();
+      await containers.removeAll();
+      await receiver.close();
+    });
+    // Each subscription lists port 18810, then its stream fails 100 ms later.
+    let subscriptions = 0;
+    const flaky: Observable<SourceEvent> = defer(() => {
+      subscriptions++;
+      return concat(of(snapshot([['job', [fwd(18810, { source: 'flaky', owner: 'job' })]]])), timer(100).pipe(ignoreElements()), throwError(() => new Error('the flaky backend hung up')));
+    });
+    const { log, lines } = recordingLogger();
+    const reports = createAgent(
+      {
+        sources: { flaky, docker: dockerEvents(dockerodeClient()) },
+        routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: [], resyncMs: 0 }), sources: ['flaky', 'docker'], name: 'vtunnel' }],
+        backoff: { initialMs: 100, maxMs: 200 },
+        logger: log,
+      },
+      stop,
+    );
+    const done = lastValueFrom(reports, { defaultValue: undefined });
+
+    await waitFor(() => receiver.view.has('tcp/0.0.0.0:18810'), 10_000, 'the flaky source to publish 18810');
+    await waitFor(() => subscriptions >= 3, 10_000, 'the flaky source to fail and be resubscribed twice');
+    await containers.run('-p', '18811:80', busyboxImage, 'httpd', '-f', '-p', '80');
+    await waitFor(() => receiver.view.has('tcp/0.0.0.0:18811'), 15_000, 'docker to keep forwarding while the other source fails');
+    await sleep(300);
+    assert.ok(receiver.view.has('tcp/0.0.0.0:18810'), 'the flaky source still publishes 18810');
+    assert.ok(!receiver.lines.some((l) => l.includes('"remove":true')), `nothing was withdrawn while the source failed: ${JSON.stringify(receiver.lines)}`);
+    assert.ok(lines().some((l) => l.msg.startsWith('source flaky: its stream failed') && l.msg.includes('the flaky backend hung up')), JSON.stringify(lines()));
+
+    stop.next();
+    await done;
+    assert.deepEqual([...receiver.view.keys()], [], 'a stop still withdraws everything');
     assert.deepEqual(receiver.violations, []);
   },
 );

@@ -4,6 +4,7 @@
  * real agent end to end (test/faults.test.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { alive, waitFor } from './engines.js';
 
 const main = new URL('../src/main.ts', import.meta.url).pathname;
@@ -28,17 +29,17 @@ export interface AgentProcess {
   kill(): Promise<void>;
 }
 
-/** Starts the agent with `args`; call `kill()` from an `after` hook. */
-export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+/** Starts the agent with `args` (its stdout to `stdout`, a pipe we drain by default); call `kill()` from an `after` hook. */
+export function startAgent(args: readonly string[], env: NodeJS.ProcessEnv = process.env, stdout: 'pipe' | Writable = 'pipe'): AgentProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { stdio: ['ignore', stdout, 'pipe'], env });
   if (child.pid === undefined) throw new Error('the agent process did not start');
   const pid = child.pid;
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
     if (stderr.length > 2 * 1024 * 1024) stderr = stderr.slice(-1024 * 1024);
   });
-  child.stdout.resume();
+  child.stdout?.resume();
   let done = false;
   const exited = new Promise<AgentExit>((resolve) => {
     child.once('exit', (code, signal) => {

@@ -1,6 +1,6 @@
 /**
  * A PROTOCOL FAKE of gvisor-tap-vsock's forwarder API (pkg/services/forwarder/ports.go), the
- * host-switch expose API of contracts.md, faithful to what it answers:
+ * host-switch expose API (docs/host-switch.md), faithful to what it answers:
  * - `POST /services/forwarder/expose` `{"local","remote","protocol"}`: 200 with an empty body;
  *   500 `proxy already running for PROTO on LOCAL` for a duplicate protocol+local; 500 with the
  *   listen error (`listen tcp 127.0.0.1:P: bind: address already in use`) when the port cannot be

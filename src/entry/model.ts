@@ -5,9 +5,8 @@
  */
 export {
   applyDelta,
-  describe,
+  canonicalHostIp,
   diff,
-  emptyDelta,
   emptyPortSet,
   isEmptyDelta,
   isIPv6,

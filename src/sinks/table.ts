@@ -1,40 +1,81 @@
 import { Observable } from 'rxjs';
+import { errorMessage } from '../errors.js';
+import { moduleLogger, type Logger } from '../log.js';
 import { applyDelta, emptyPortSet, type Forward, type PortSet } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
 
-/** Where the table sink writes: a stream, and whether it is a terminal. */
+/** Where the table goes: process.stdout, or anything with `write` (and, if it can fail, `on('error')`). */
 export interface TableOutput {
   /** Writes `text` as it is. */
   write(text: string): unknown;
   readonly isTTY?: boolean;
+  /** False once the output is closed or destroyed (a Node stream's own flag). */
+  readonly writable?: boolean;
+  on?(event: 'error', listener: (error: unknown) => void): unknown;
+  off?(event: 'error', listener: (error: unknown) => void): unknown;
 }
+
+/** Outputs that already have the listener that keeps a late error from ending the process. */
+const guarded = new WeakSet<TableOutput>();
 
 /**
  * The live view of what is forwarded: a table redrawn in place on a terminal, JSON lines
  * (`{"event":"add",...}`) anywhere else so that other tools can follow it.
+ *
+ * The output may go away under it (`portstream | head -c 1`: EPIPE). The table is only a view,
+ * so then it says so once and completes; the agent and its other sinks go on forwarding. A
+ * listener stays on the output for good, so that an error of a write still under way when the
+ * table stopped cannot end the process either.
  */
-export function tableSink(out: TableOutput = process.stdout): Sink {
+export function tableSink(out: TableOutput = process.stdout, logger?: Logger): Sink {
+  const log = moduleLogger('table', logger);
   const tty = out.isTTY === true;
+  if (!guarded.has(out)) {
+    guarded.add(out);
+    out.on?.('error', () => undefined);
+  }
   return (deltas$) =>
     new Observable<SinkReport>((subscriber) => {
       let current: PortSet = emptyPortSet;
-      if (tty) out.write(clearScreen + renderTable(current));
-      return deltas$.subscribe({
+      const closed = (error?: unknown): void => {
+        if (subscriber.closed) return;
+        const why = error === undefined ? 'it is closed' : errorMessage(error);
+        log.warn({ err: why }, `the table's output is gone (${why}); no longer showing the table, forwarding goes on`);
+        subscriber.complete();
+      };
+      const write = (text: string): void => {
+        if (text === '') return;
+        if (out.writable === false) {
+          closed();
+          return;
+        }
+        try {
+          out.write(text);
+        } catch (error: unknown) {
+          closed(error);
+        }
+      };
+      out.on?.('error', closed);
+      if (tty) write(clearScreen + renderTable(current));
+      const subscription = deltas$.subscribe({
         next: (delta) => {
           current = applyDelta(current, delta);
-          if (tty) out.write(clearScreen + renderTable(current));
-          else out.write(jsonLines('remove', delta.removed) + jsonLines('add', delta.added));
+          write(tty ? clearScreen + renderTable(current) : jsonLines('remove', delta.removed) + jsonLines('add', delta.added));
           subscriber.next({ sink: 'table', type: 'wrote', added: delta.added, removed: delta.removed });
         },
         error: (err: unknown) => {
           subscriber.error(err);
         },
         complete: () => {
-          if (!tty) out.write(jsonLines('remove', [...current.values()]));
+          if (!tty) write(jsonLines('remove', [...current.values()]));
           subscriber.next({ sink: 'table', type: 'withdrawn', count: current.size });
           subscriber.complete();
         },
       });
+      return () => {
+        subscription.unsubscribe();
+        out.off?.('error', closed);
+      };
     });
 }
 

@@ -39,7 +39,7 @@ function settings(c: AgentConfig): Record<string, unknown> {
 }
 
 describe('parseConfig: defaults', () => {
-  test('an empty command line: every default from contracts.md, and auto-detect', () => {
+  test('an empty command line: every default from docs/flags.md, and auto-detect', () => {
     const c = config([]);
     assert.deepEqual(settings(c), defaults);
     assert.equal(c.autoDetect, true);

@@ -1,0 +1,108 @@
+/**
+ * The Docker add path, end to end, as the issue measures it against the Go agent: from the
+ * engine's own timestamp of a container's start event (`timeNano`) to the vtunnel peer having the
+ * whole PortMapping message. The real agent process (`-docker -privilegedService`) runs against
+ * the real dockerd and a real TCP peer, once compiled (dist/, as the package's bin runs it) and
+ * once under tsx (as `npm start` does). Both clocks are this machine's wall clock.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
+import { busyboxImage, dockerAnswers, ensureBusyboxImage, removeTestContainers, testLabel } from '../test/engines.js';
+import { sleep, until } from './harness.js';
+import { startReceiver } from './receiver.js';
+import { percentile, report, round } from './stats.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+interface Mode {
+  readonly name: 'compiled' | 'tsx';
+  readonly argv: readonly string[];
+}
+
+const modes: readonly Mode[] = [
+  { name: 'compiled', argv: [`${root}dist/src/main.js`] },
+  { name: 'tsx', argv: ['--import', 'tsx', `${root}src/main.ts`] },
+];
+
+export async function benchDockerAdd(quick: boolean): Promise<void> {
+  if (!(await dockerAnswers())) {
+    process.stderr.write('bench: no Docker engine answers; skipping the Docker add-path figures\n');
+    return;
+  }
+  await ensureBusyboxImage();
+  // dist/ as this checkout's sources are now, not as some earlier build left it
+  await promisify(execFile)(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}tsconfig.build.json`], { timeout: 300_000 });
+  for (const mode of modes) await benchMode(mode, quick ? 15 : 60);
+}
+
+async function benchMode(mode: Mode, n: number): Promise<void> {
+  await removeTestContainers();
+  const docker = new Docker();
+  const receiver = await startReceiver();
+  // PORTSTREAM_BENCH_CPU_PROF=DIR: profile the agent (node --cpu-prof) to see what is on the path
+  const profile = process.env['PORTSTREAM_BENCH_CPU_PROF'];
+  const node = profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`, '--cpu-prof-interval=100'];
+  const agent = spawn(process.execPath, [...node, ...mode.argv, '-docker', '-iptables=false', '-privilegedService', '-vtunnelAddr', `127.0.0.1:${String(receiver.port)}`, '-connectInterface', 'lo'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, PORTSTREAM_LOG_LEVEL: 'info' },
+  });
+  let stderr = '';
+  agent.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const started = new Map<string, number>(); // container ID -> timeNano / 1e6
+  const delivered: number[] = []; // how late the event reaches a client at all: no agent can do better
+  const events = (await docker.getEvents({ filters: { type: ['container'], event: ['start'], label: [testLabel] } })) as NodeJS.ReadableStream & { destroy(): void };
+  events.setEncoding('utf8');
+  let buffered = '';
+  events.on('data', (chunk: string) => {
+    const now = performance.timeOrigin + performance.now();
+    buffered += chunk;
+    for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
+      const event = JSON.parse(buffered.slice(0, at)) as { id: string; timeNano: number };
+      buffered = buffered.slice(at + 1);
+      started.set(event.id, event.timeNano / 1e6);
+      delivered.push(now - event.timeNano / 1e6);
+    }
+  });
+  try {
+    const up = await until(() => stderr.includes('connected to the Docker engine'), 20_000, 10);
+    if (up === undefined) throw new Error(`the agent did not connect to dockerd:\n${stderr}`);
+    await sleep(300); // past start-up work (the first list, JIT of the cold paths)
+    const latencies: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const hostPort = 19_200 + i;
+      const container = await docker.createContainer({
+        Image: busyboxImage,
+        Cmd: ['sleep', '600'],
+        Labels: { [testLabel.split('=')[0]!]: testLabel.split('=')[1] ?? '' },
+        ExposedPorts: { '80/tcp': {} },
+        HostConfig: { PortBindings: { '80/tcp': [{ HostPort: String(hostPort) }] } },
+      });
+      await container.start();
+      const got = await until(() => receiver.messages.some((m) => !m.remove && m.hostPorts.includes(hostPort)) && started.has(container.id), 5000);
+      const message = receiver.messages.find((m) => !m.remove && m.hostPorts.includes(hostPort));
+      const at = started.get(container.id);
+      if (got !== undefined && message && at !== undefined) latencies.push(message.wallMs - at);
+      await sleep(120); // past the coalescing window, so each start is a lone change
+    }
+    const note = `timeNano of the start event → the vtunnel peer has the message; real dockerd, agent process ${mode.name === 'compiled' ? 'from dist/' : 'under tsx'}`;
+    report({ name: `docker.add.${mode.name}.p50`, value: round(percentile(latencies, 50)), unit: 'ms', samples: latencies.length, target: '<= 2 ms', note });
+    report({ name: `docker.add.${mode.name}.p99`, value: round(percentile(latencies, 99)), unit: 'ms', samples: latencies.length, target: '<= 5 ms' });
+    report({
+      name: `docker.add.${mode.name}.event_delivery.p50`,
+      value: round(percentile(delivered, 50)),
+      unit: 'ms',
+      samples: delivered.length,
+      note: "timeNano → the start event reaches this bench's own event stream: the engine's part, which no agent can cut (it grows with the machine's load)",
+    });
+  } finally {
+    events.destroy();
+    agent.kill('SIGTERM');
+    await once(agent, 'exit');
+    await removeTestContainers();
+    await receiver.close();
+  }
+}

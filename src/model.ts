@@ -151,6 +151,7 @@ function formatIPv6(groups: readonly number[]): string {
   return `${hex(0, bestAt)}::${hex(bestAt + bestLength, 8)}`;
 }
 
+/** The PortSet of these forwards; a later one with the same key wins. */
 export function portSetOf(forwards: Iterable<Forward>): PortSet {
   const set = new Map<PortKey, Forward>();
   for (const f of forwards) set.set(portKey(f), f);

@@ -2,6 +2,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import rxjsX from 'eslint-plugin-rxjs-x';
+import jsdoc from 'eslint-plugin-jsdoc';
 
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'build/', '.scratch/', 'eslint.config.js', 'bin/', 'native/*.mjs', 'scripts/*.mjs', 'scripts/*.cjs'] },
@@ -16,6 +17,20 @@ export default tseslint.config(
       '@typescript-eslint/no-non-null-assertion': 'off',
       // node:test's `test()` returns a promise that the runner awaits itself
       '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'describe', 'it'], package: 'node:test' }] }],
+    },
+  },
+  {
+    // The library's code: every exported declaration carries a doc comment, which the API
+    // reference (`npm run docs`, TypeDoc) is made from.
+    files: ['src/**/*.ts', 'streams/**/*.ts', 'operators/**/*.ts'],
+    ignores: ['streams/containerd-types/**'],
+    plugins: { jsdoc },
+    rules: {
+      'jsdoc/require-jsdoc': ['error', {
+        publicOnly: { esm: true, cjs: false },
+        require: { FunctionDeclaration: true, ClassDeclaration: true, ArrowFunctionExpression: false, FunctionExpression: false },
+        contexts: ['TSInterfaceDeclaration', 'TSTypeAliasDeclaration', 'ExportNamedDeclaration > VariableDeclaration', 'TSEnumDeclaration'],
+      }],
     },
   },
 );

@@ -73,7 +73,7 @@ async function proxyWorker(port: number): Promise<{ close: () => Promise<void> }
     import(workerData.tsxApi).then(({ register }) => { register(); return import(workerData.proxyModule); }).then(({ tcpProxy }) => {
       const { pino } = require('pino');
       const binding = { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: workerData.port, containerPort: workerData.port };
-      const sub = tcpProxy(binding, () => '${VM}', { log: pino({ level: 'silent' }) }).subscribe({
+      const sub = tcpProxy(binding, () => '${VM}', { logger: pino({ level: 'silent' }) }).subscribe({
         next: () => parentPort.postMessage('ready'),
         error: (err) => parentPort.postMessage('error: ' + err.message),
       });

@@ -24,7 +24,7 @@ function start(opts: HostSwitchSinkOptions) {
   let published = 0;
   const reports: SinkReport[] = [];
   let done = false;
-  deltas.pipe(hostSwitchSink({ log, ...opts })).subscribe({
+  deltas.pipe(hostSwitchSink({ logger: log, ...opts })).subscribe({
     next: (r) => {
       reports.push(r);
       if (r.type === 'wrote') published += r.added.length - r.removed.length;

@@ -9,7 +9,6 @@
 import { pino } from 'pino';
 import { Subject, tap } from 'rxjs';
 import { createAgent } from '../src/agent.js';
-import { setRootLogger } from '../src/log.js';
 import { listenerSink } from '../src/sinks/listeners.js';
 import { iptablesEvents, type IptablesClient } from '../streams/iptables.js';
 import { nodeIptablesClient } from '../streams/iptablesClient.js';
@@ -29,7 +28,6 @@ const log = pino(
     },
   },
 );
-setRootLogger(log);
 
 const pollAt = process.argv.indexOf('--poll');
 const pollMs = pollAt < 0 ? undefined : Number(process.argv[pollAt + 1]);
@@ -46,13 +44,13 @@ const client: IptablesClient = {
 
 const stop$ = new Subject<void>();
 let ready = false;
-const events = iptablesEvents(client, { log, ...(pollMs !== undefined && { monitors: [], pollMs }) }).pipe(
+const events = iptablesEvents(client, { logger: log, ...(pollMs !== undefined && { monitors: [], pollMs }) }).pipe(
   tap(() => {
     if (!ready) send({ type: 'ready' });
     ready = true;
   }),
 );
-createAgent({ sources: { iptables: events }, routes: [{ sink: listenerSink({ log }), sources: ['iptables'] }] }, stop$).subscribe({
+createAgent({ sources: { iptables: events }, routes: [{ sink: listenerSink({ logger: log }), sources: ['iptables'] }] }, stop$).subscribe({
   complete: () => {
     if (process.connected) process.disconnect();
     process.exit(0);

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import type { Subscription } from 'rxjs';
 import { kubernetesServices } from '../streams/kubernetes.js';
-import { kubeconfigClients } from '../streams/kubernetesClient.js';
+import { kubeconfigClients } from '../streams/kubeconfigClients.js';
 import { makeTestPki, startFakeApiServer } from '../test/fakeApiServer.js';
 import { findBinary } from '../test/engines.js';
 import { sleep, until } from './harness.js';

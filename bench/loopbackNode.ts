@@ -50,7 +50,7 @@ function serve(targets: readonly string[], bytes: number): void {
 
 function forward(listenIp: string, port: number, dialIp: string, allow: string): void {
   const spec = { key: `tcp/${listenIp}:${String(port)}`, protocol: 'tcp', listenIp, port, dialIp, allow: [allow], forward: { protocol: 'tcp', hostIp: dialIp, hostPort: port, source: 'bench', owner: 'bench' } } as const;
-  tcpForwarder(spec, { log: pino({ level: 'silent' }) }).subscribe({ next: () => { console.log('ready'); }, error: (err: unknown) => { console.error(String(err)); process.exit(1); } });
+  tcpForwarder(spec, { logger: pino({ level: 'silent' }) }).subscribe({ next: () => { console.log('ready'); }, error: (err: unknown) => { console.error(String(err)); process.exit(1); } });
 }
 
 function download(host: string, port: number, bytes: number): Promise<number> {

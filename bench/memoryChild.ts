@@ -7,14 +7,11 @@
  * the sweep after the last set are not idleness), then answers with the CPU used over `ms`. The
  * idle CPU includes the sink's periodic re-send of the whole state.
  */
-import { pino } from 'pino';
 import { Subject } from 'rxjs';
 import { createAgent } from '../src/agent.js';
-import { setRootLogger } from '../src/log.js';
 import { snapshot, type Forward, type SourceEvent } from '../src/model.js';
 import { vtunnelSink } from '../src/sinks/vtunnel.js';
 
-setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with --expose-gc');
 

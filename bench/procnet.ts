@@ -99,7 +99,7 @@ function measuringScheduler(): { scheduler: SchedulerLike; usedMicros: () => num
 /** % of a core: the scans' own CPU, and the whole process's, over `ms` once settled. */
 async function idleCpu(table: SocketTable, opts: Partial<ProcnetOptions>, ms: number): Promise<{ scan: number; process: number }> {
   const measuring = measuringScheduler();
-  const subscription = procnetEvents(table, { policy, log, scheduler: measuring.scheduler, ...opts }).subscribe();
+  const subscription = procnetEvents(table, { policy, logger: log, scheduler: measuring.scheduler, ...opts }).subscribe();
   await sleep(Math.max(4000, (opts.stableMs ?? procnetDefaults.stableMs) + 2 * (opts.scanMs ?? procnetDefaults.scanMs)));
   const scanBefore = measuring.usedMicros();
   const before = process.cpuUsage();
@@ -194,7 +194,7 @@ async function benchDetection(holder: Holder, quick: boolean): Promise<void> {
 }
 
 function events(table: SocketTable, opts: Partial<ProcnetOptions>): Observable<SourceEvent> {
-  return procnetEvents(table, { policy, log, ...opts });
+  return procnetEvents(table, { policy, logger: log, ...opts });
 }
 
 /** Every listener seen while `workload` runs: sampled every 10 ms, with how long each lived. */

@@ -4,8 +4,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Subject, defer, delay, of, tap, type Observable } from 'rxjs';
-import { setRootLogger } from '../src/log.js';
-import { pino } from 'pino';
 import { refCountClaims } from '../operators/mergeDeltas.js';
 import { diff, portSetOf, remove, snapshot, upsert, type Forward, type PortDelta, type SourceEvent } from '../src/model.js';
 import { toPortDeltas } from '../operators/toPortDeltas.js';
@@ -20,6 +18,7 @@ import { benchIptables } from './iptables.js';
 import { benchMemory } from './memory.js';
 import { benchDistribution } from './distribution.js';
 import { benchStatus } from './status.js';
+import { benchImportCost } from './importCost.js';
 import { benchDockerAdd } from './dockerAdd.js';
 import { benchHostSwitch } from './hostswitch.js';
 import { benchProcnet } from './procnet.js';
@@ -29,7 +28,6 @@ import { percentile, printSummary, report, round } from './stats.js';
 import { dockerAnswers, ensureBusyboxImage, busyboxImage, docker, removeTestContainers, testLabel } from '../test/engines.js';
 
 const quick = process.argv.includes('--quick');
-setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
 
 const forwardsOf = (n: number, offset = 0): Forward[] =>
   Array.from({ length: n }, (_, i) => ({
@@ -267,4 +265,5 @@ await benchHostSwitch(quick);
 await benchProcnet(quick);
 await benchDistribution(quick);
 await benchVtunnelSink(quick);
+await benchImportCost();
 printSummary();

@@ -8,13 +8,12 @@
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { Subject } from 'rxjs';
-import { setRootLogger } from '../src/log.js';
 import type { Forward, PortDelta } from '../src/model.js';
 import type { SinkReport } from '../src/sinks/sink.js';
 import { vtunnelSink } from '../src/sinks/vtunnel.js';
 import type { SinkBenchReply } from './vtunnelSink.js';
 
-setRootLogger(pino({ level: 'warn' }, pino.destination(2)));
+const logger = pino({ level: 'warn' }, pino.destination(2));
 const port = Number(process.env['PORTSTREAM_BENCH_PEER_PORT']);
 if (!Number.isInteger(port) || port <= 0) throw new Error('set PORTSTREAM_BENCH_PEER_PORT');
 
@@ -23,7 +22,7 @@ const stop = new Subject<void>();
 let wake: ((report: SinkReport) => void) | undefined;
 let resent = 0;
 deltas
-  .pipe(vtunnelSink({ address: `127.0.0.1:${String(port)}`, connectAddrs: [{ network: 'ip+net', addr: '172.26.112.5/20' }] }))
+  .pipe(vtunnelSink({ address: `127.0.0.1:${String(port)}`, connectAddrs: [{ network: 'ip+net', addr: '172.26.112.5/20' }], logger }))
   .subscribe((report) => {
     if (report.type === 'resent') resent += 1;
     wake?.(report);

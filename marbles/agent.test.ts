@@ -136,6 +136,8 @@ test('agent: at stop the sources are let go at once, while a slow sink is still 
 }));
 
 test('agent: a route naming an unknown source is a programming error, said at once', () => {
+  // A plan written out in TypeScript cannot name a missing source; one built at run time can.
+  // @ts-expect-error -- 'nope' is not a key of `sources`
   assert.throws(() => createAgent({ sources: {}, routes: [{ sink: recordingSink([]), sources: ['nope'] }] }, new Observable()), /source "nope"/);
 });
 
@@ -154,7 +156,7 @@ test('agent: the doc comment diagram: a source that fails is resubscribed, its f
   const iptables = cold<SourceEvent>('------b', { b: upsert('rule', [i443]) });
   const seen: PortDelta[] = [];
   const reports = createAgent(
-    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, log, scheduler },
+    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler },
     cold('20ms s'),
   );
   expectObservable(reports.pipe(map((r) => r.type))).toBe('-a----b------------- (x|)', { a: 'wrote', b: 'wrote', x: 'withdrawn' });
@@ -172,7 +174,7 @@ test('agent: a throw while folding a source withdraws that source\'s ports and s
   const iptables = cold<SourceEvent>('--a----b', { a: upsert('rule', [i443]), b: remove('rule') });
   const seen: PortDelta[] = [];
   const reports = createAgent(
-    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, log, scheduler },
+    { sources: { docker, iptables }, routes: [{ sink: recordingSink(seen), sources: ['docker', 'iptables'] }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler },
     cold('20ms s'),
   );
   // 80 withdrawn at 3 (the throw), listed again at 6 after a back-off of 3; 443 is untouched
@@ -218,7 +220,7 @@ test('agent: a sink that fails is logged, reported and restarted with back-off w
       ],
       coalesceMs: 0,
       backoff: noJitter,
-      log,
+      logger: log,
       scheduler,
     },
     cold('20ms s'),
@@ -246,7 +248,7 @@ test('agent: a stop during a failed sink\'s back-off restarts it at once, so it 
   const docker = cold<SourceEvent>('-a-b', { a: upsert('c1', [d80]), b: upsert('c2', [d81]) });
   const seen: PortDelta[] = [];
   const reports = createAgent(
-    { sources: { docker }, routes: [{ sink: flakySink(seen, 81), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 50 }, log: recordingLogger().log, scheduler },
+    { sources: { docker }, routes: [{ sink: flakySink(seen, 81), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 50 }, logger: recordingLogger().log, scheduler },
     cold('5ms s'),
   );
   expectObservable(reports.pipe(map((r) => r.type))).toBe('-w-f-(wx|)', { w: 'wrote', f: 'failed', x: 'withdrawn' });
@@ -258,7 +260,7 @@ test('agent: a sink that fails while withdrawing is given up, and the agent stil
   const { log, lines } = recordingLogger();
   const docker = cold<SourceEvent>('-a', { a: upsert('c1', [d80]) });
   const failsAtEnd: Sink = (deltas$) => concat(deltas$.pipe(map((d) => ({ sink: 'end', type: 'wrote' as const, added: d.added, removed: d.removed }))), throwError(() => new Error('host gone')));
-  const reports = createAgent({ sources: { docker }, routes: [{ sink: failsAtEnd, sources: ['docker'], name: 'end' }], coalesceMs: 0, backoff: noJitter, log, scheduler }, cold('5ms s'));
+  const reports = createAgent({ sources: { docker }, routes: [{ sink: failsAtEnd, sources: ['docker'], name: 'end' }], coalesceMs: 0, backoff: noJitter, logger: log, scheduler }, cold('5ms s'));
   expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---|', { w: 'wrote' });
   scheduler.flush();
   assert.deepEqual(lines().map((l) => l.msg), ['sink end failed while withdrawing (host gone); giving up on it']);
@@ -267,8 +269,71 @@ test('agent: a sink that fails while withdrawing is given up, and the agent stil
 test('agent: a stop during a source\'s back-off ends the wait; the sinks still withdraw', marbles(({ cold, expectObservable }, scheduler) => {
   const docker = cold<SourceEvent>('-a#', { a: upsert('c1', [d80]) });
   const reports = createAgent(
-    { sources: { docker }, routes: [{ sink: recordingSink([]), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 100 }, log: recordingLogger().log, scheduler },
+    { sources: { docker }, routes: [{ sink: recordingSink([]), sources: ['docker'] }], coalesceMs: 0, backoff: { ...noJitter, initialMs: 100 }, logger: recordingLogger().log, scheduler },
     cold('5ms s'),
   );
   expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---(x|)', { w: 'wrote', x: 'withdrawn' });
 }));
+/** A sink that records what it is given and, once its input completes, the withdrawal. */
+function withdrawingSink(log: string[]): Sink {
+  return (deltas$) =>
+    new Observable((subscriber) =>
+      deltas$.subscribe({
+        next: (d) => {
+          log.push(`+${String(d.added.length)}-${String(d.removed.length)}`);
+          subscriber.next({ sink: 'w', type: 'wrote', added: d.added, removed: d.removed });
+        },
+        error: (e: unknown) => { subscriber.error(e); },
+        complete: () => {
+          log.push('withdrawn');
+          subscriber.next({ sink: 'w', type: 'withdrawn', count: 1 });
+          subscriber.complete();
+        },
+      }),
+    );
+}
+
+test('agent: an AbortSignal stops it as stop$ does: the sink withdraws, the reports complete', marbles(({ hot, expectObservable, flush }, scheduler) => {
+  const docker = hot<SourceEvent>('-a', { a: upsert('c1', [d80]) });
+  const controller = new AbortController();
+  scheduler.schedule(() => { controller.abort(); }, 5);
+  const log: string[] = [];
+  const reports = createAgent({ sources: { docker }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0, scheduler }, { signal: controller.signal });
+  expectObservable(reports.pipe(map((r) => r.type))).toBe('-w---(x|)', { w: 'wrote', x: 'withdrawn' });
+  flush();
+  assert.deepEqual(log, ['+1-0', 'withdrawn']);
+}));
+
+test('agent: a signal that has already aborted withdraws at once', () => {
+  const log: string[] = [];
+  const types: string[] = [];
+  createAgent({ sources: { docker: of(upsert('c1', [d80])) }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0 }, { signal: AbortSignal.abort() })
+    .subscribe((r) => types.push(r.type));
+  assert.deepEqual(types, ['withdrawn']);
+  assert.deepEqual(log, ['withdrawn']);
+});
+
+test('agent: unsubscribing withdraws too; the sources stop, the withdrawal runs unobserved', marbles(({ hot, flush }, scheduler) => {
+  let sourceUnsubscribed = false;
+  const docker = hot<SourceEvent>('-a', { a: upsert('c1', [d80]) }).pipe(finalize(() => { sourceUnsubscribed = true; }));
+  const log: string[] = [];
+  const seen: string[] = [];
+  const subscription = createAgent({ sources: { docker }, routes: [{ sink: withdrawingSink(log), sources: ['docker'] }], coalesceMs: 0, scheduler }, NEVER)
+    .subscribe((r) => seen.push(r.type));
+  scheduler.schedule(() => { subscription.unsubscribe(); }, 3);
+  flush();
+  assert.deepEqual(log, ['+1-0', 'withdrawn']);
+  assert.deepEqual(seen, ['wrote'], 'the withdrawal report goes nowhere once unsubscribed');
+  assert.equal(sourceUnsubscribed, true);
+}));
+
+test('agent: a route naming a source the plan lacks does not compile', () => {
+  const docker: Observable<SourceEvent> = of();
+  const sink = recordingSink([]);
+  // @ts-expect-error -- 'dockr' is a typo of 'docker'
+  assert.throws(() => createAgent({ sources: { docker }, routes: [{ sink, sources: ['dockr'] }] }), /source "dockr"/);
+  // A plan typed with plain strings (built at run time) still compiles, and is checked at run time.
+  const names: string[] = ['docker'];
+  const sources: Record<string, Observable<SourceEvent>> = { docker };
+  createAgent({ sources, routes: [{ sink, sources: names }] }, { signal: AbortSignal.abort() }).subscribe();
+});

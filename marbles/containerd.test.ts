@@ -84,7 +84,7 @@ const unavailable = (): Error => Object.assign(new Error('14 UNAVAILABLE: No con
 const cancelled = (): Error => Object.assign(new Error('1 CANCELLED: Cancelled on client'), { code: 1 });
 
 function run(client: ContainerdClient, scheduler: SchedulerLike, log = recordingLogger().log): Observable<SourceEvent> {
-  return containerdEvents(client, { backoff, scheduler, log });
+  return containerdEvents(client, { backoff, scheduler, logger: log });
 }
 
 test('containerd: subscribes first, scans, then follows a task start and its exit', marbles((h, scheduler) => {

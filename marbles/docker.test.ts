@@ -63,7 +63,7 @@ const values = {
 };
 
 function run(client: DockerClient, scheduler: SchedulerLike): Observable<SourceEvent> {
-  return dockerEvents(client, { backoff, scheduler, log: recordingLogger().log });
+  return dockerEvents(client, { backoff, scheduler, logger: recordingLogger().log });
 }
 
 test('docker: opens events first, snapshots the list, then follows start and die', marbles((h, scheduler) => {
@@ -142,7 +142,7 @@ test('docker: an inspect that finds the container gone removes it; any other ins
     (id) => (id === 'c2' ? throwError(() => gone) : throwError(() => new Error('socket hang up'))),
   );
   // c3's inspect fails at 3: back-off 10, reconnect at 13, and the list brings what c3 has (here c1)
-  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 20ms !').toBe('e-r 10ms s', values);
+  expectObservable(dockerEvents(client, { backoff, scheduler, logger: log }), '^ 20ms !').toBe('e-r 10ms s', values);
   h.flush();
   const warnings = lines().filter((l) => l.level >= 40);
   assert.equal(warnings.length, 1);
@@ -158,7 +158,7 @@ test('docker: a list or inspect without an answer times out into a reconnect', m
     () => cold('-'),
   );
   // the list hangs: timeout at 5, reconnect at 15 (e); c2's inspect hangs from 17 to 22, reconnect at 42 (s)
-  const opts = { backoff, scheduler, log, requestTimeoutMs: 5 };
+  const opts = { backoff, scheduler, logger: log, requestTimeoutMs: 5 };
   expectObservable(dockerEvents(client, opts), '^ 50ms !').toBe('15ms e 26ms s', values);
   h.flush();
   const msgs = lines().filter((l) => l.level >= 40).map((l) => l.msg);
@@ -171,7 +171,7 @@ test('docker: an event stream that does not open in time is a reconnect; once op
   const { log, lines } = recordingLogger();
   const client = scripted([cold<Ev>('-'), cold<Ev>('O', { O })], [cold('l|', { l: [web] })], () => cold('|'));
   // no answer: timeout at 5, back-off 10, reconnect at 15 and list; then nothing for 100 frames
-  expectObservable(dockerEvents(client, { backoff, scheduler, log, requestTimeoutMs: 5 }), '^ 120ms !').toBe('15ms s', values);
+  expectObservable(dockerEvents(client, { backoff, scheduler, logger: log, requestTimeoutMs: 5 }), '^ 120ms !').toBe('15ms s', values);
   h.flush();
   const msgs = lines().filter((l) => l.level >= 40).map((l) => l.msg);
   assert.equal(msgs.length, 1);
@@ -197,7 +197,7 @@ test('docker: a malformed port gets one log line and the container keeps its val
     NetworkSettings: { Ports: { 'eighty/tcp': [{ HostIp: '0.0.0.0', HostPort: '1' }], '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '9090' }] } },
   };
   const client = scripted([cold<Ev>('O-a', { O, a: ev('start', 'c2') })], [cold('l|', { l: [] })], () => cold('i|', { i: odd }));
-  expectObservable(dockerEvents(client, { backoff, scheduler, log }), '^ 10ms !').toBe('e-u', {
+  expectObservable(dockerEvents(client, { backoff, scheduler, logger: log }), '^ 10ms !').toBe('e-u', {
     e: values.e,
     u: upsert('c2', [fwd(9090, { owner: 'c2', containerPort: 80 })]),
   });

@@ -69,7 +69,7 @@ function options(scheduler: TestScheduler, open: ManageBindingsOptions['open']) 
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
-    log: logger.log,
+    logger: logger.log,
   };
   return { opts, lines: logger.lines };
 }

@@ -128,7 +128,7 @@ function options(scheduler: TestScheduler, request: HostSwitchSinkOptions['reque
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
-    log: logger.log,
+    logger: logger.log,
     ...more,
   };
   return { opts, lines: logger.lines };

@@ -92,7 +92,7 @@ test('iptables: reads at start and once the monitor has settled; each monitor li
     monitors: { nft: [() => h.cold('---------------c', { c: 'add rule ip nat CNI-DN-x tcp dport 8080 dnat to 10.88.0.5:80' })] },
   });
   // start at 0, settled at 5, the change line at 15
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 30ms !', 'e----e---------w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e----e---------w');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 5, 15]);
   assert.deepEqual(client.reads.ipv6, [0, 5, 15], 'both families are read each time');
@@ -109,7 +109,7 @@ test('iptables: a burst of 1000 monitor lines costs two re-reads, and a long one
       nft: [() => merge(h.cold('20ms (b|)').pipe(mergeMap(() => lines(1000))), h.cold(`71ms ${'c'.repeat(200)}`, { c: 'add rule' }))],
     },
   });
-  runFor(scheduler, iptablesEvents(client, { ...timing, scheduler, log: recordingLogger().log }), 400);
+  runFor(scheduler, iptablesEvents(client, { ...timing, scheduler, logger: recordingLogger().log }), 400);
   h.flush();
   const reads = client.reads.ipv4;
   // 0 start, 5 settled; the instant burst → a read at once (20) and one when its window closes (22)
@@ -130,7 +130,7 @@ test('iptables: lines that arrive while a slow read runs fold into one more read
   });
   // a read takes 9 frames; seven lines at 1–7 become triggers at 2, 6 and 10 (coalesceTriggers):
   // 2 and 6 arrive during the first read and fold into one read at 9, 10 into one more at 18
-  expectEvents(h, iptablesEvents(client, { ...timing, settleMs: 100, scheduler, log: recordingLogger().log }), '^ 35ms !', '---------e--------w--------b');
+  expectEvents(h, iptablesEvents(client, { ...timing, settleMs: 100, scheduler, logger: recordingLogger().log }), '^ 35ms !', '---------e--------w--------b');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 9, 18]);
 }));
@@ -141,7 +141,7 @@ test('iptables: nft monitor failing falls back to xtables-monitor', marbles((h, 
     monitors: { nft: [() => h.cold('#', undefined, new Error('nft: not found'))], xtables: [quiet] },
   });
   // both starts fold into reads at 0 and 2; the settled trigger at 5 lands in the 2–6 window
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 30ms !', 'e-e---e');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e-e---e');
   h.flush();
   assert.deepEqual(client.monitorStarts, { nft: [0], xtables: [0] });
   assert.ok(lines().some((l) => l.msg === 'watching rule changes with stdbuf -oL xtables-monitor -e'));
@@ -153,7 +153,7 @@ test('iptables: when no monitor works it polls, and says so once', marbles((h, s
     ipv4: [text(h, natTable()), text(h, natTable()), text(h, natTable(web))],
   });
   // the three starts fold into reads at 0 and 2; then a poll every 10 frames
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 35ms !', 'e-e-------w---------w---------w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 35ms !', 'e-e-------w---------w---------w');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 2, 10, 20, 30]);
   const modes = lines().filter((l) => l.level === 30 && /polling|watching/.test(l.msg));
@@ -166,7 +166,7 @@ test('iptables: a monitor that dies early (before it settles) counts as not work
   const client = scripted(h, () => scheduler.now(), {
     monitors: { nft: [() => h.cold('--|')], xtables: [quiet] },
   });
-  runFor(scheduler, iptablesEvents(client, { ...timing, scheduler, log: recordingLogger().log }), 50);
+  runFor(scheduler, iptablesEvents(client, { ...timing, scheduler, logger: recordingLogger().log }), 50);
   h.flush();
   assert.deepEqual(client.monitorStarts, { nft: [0], xtables: [2] });
 }));
@@ -177,7 +177,7 @@ test('iptables: legacy iptables polls without starting a monitor', marbles((h, s
     version: () => h.cold('(v|)', { v: 'iptables v1.8.7 (legacy)' }),
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 25ms !', 'e---------e---------e');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 25ms !', 'e---------e---------e');
   h.flush();
   assert.deepEqual(client.monitorStarts, { nft: [], xtables: [] });
   assert.ok(lines().some((l) => /legacy flavour.*polling the rules every 10 ms/.test(l.msg)));
@@ -191,7 +191,7 @@ test('iptables: a failing iptables-save (exit 4, the xtables lock) is retried wi
     monitors: { nft: [quiet] },
   });
   // read at 0 fails, wait 10 → fails again, wait 20 → 30 succeeds (the settled trigger at 5 waits behind it)
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 40ms !', '30ms (ww)');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', '30ms (ww)');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 10, 30, 30]);
   const warnings = lines().filter((l) => l.level === 40);
@@ -207,7 +207,7 @@ test('iptables: a working monitor that dies is restarted with back-off, and the 
     monitors: { nft: [() => h.cold('--------------#', undefined, new Error('nft monitor ended (SIGKILL)')), quiet] },
   });
   // settled at 5, dies at 14, back-off 10 → restarted at 24 (read), settled at 29 (read)
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 40ms !', 'e----e------------------w----w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', 'e----e------------------w----w');
   h.flush();
   assert.deepEqual(client.monitorStarts.nft, [0, 24]);
   assert.ok(lines().some((l) => l.level === 40 && /the rule monitor stopped \(nft monitor ended \(SIGKILL\)\); restarting it and re-reading the rules in 10 ms/.test(l.msg)));
@@ -216,7 +216,7 @@ test('iptables: a working monitor that dies is restarted with back-off, and the 
 
 test('iptables: a safety re-read runs even when the monitor says nothing', marbles((h, scheduler) => {
   const client = scripted(h, () => scheduler.now(), { monitors: { nft: [quiet] } });
-  runFor(scheduler, iptablesEvents(client, { ...timing, safetyMs: 100, scheduler, log: recordingLogger().log }), 350);
+  runFor(scheduler, iptablesEvents(client, { ...timing, safetyMs: 100, scheduler, logger: recordingLogger().log }), 350);
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 5, 100, 200, 300]);
 }));
@@ -231,7 +231,7 @@ test('iptables: IPv6 rules count, and a missing ip6tables-save means IPv4 only, 
     ipv6: [text(h, v6), () => h.cold('#', undefined, enoent)],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, log }), '^ 25ms !', 'x----w----w---------w', {
+  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'x----w----w---------w', {
     x: snapshot([
       [webFwd.owner, [webFwd]],
       [v6Owner, [fwd(8080, { source: 'iptables', owner: v6Owner, hostIp: '::1', containerPort: 80 })]],
@@ -250,7 +250,7 @@ test('iptables: a nat table that iptables-save cannot show (rules made with nft)
     monitors: { nft: [quiet] },
   });
   // read at 0 (w); at 5 the table cannot be shown: retried at 15 (still), 35 works (b); no empty snapshot
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, log }), '^ 40ms !', 'w 34ms b');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', 'w 34ms b');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 5, 15, 35]);
   const warnings = lines().filter((l) => l.level === 40).map((l) => l.msg);
@@ -272,8 +272,8 @@ test('iptables: a failing ip6tables-save holds nothing back: IPv4 goes on, the I
     ipv6: [text(h, natTable(v6Rule)), failing, failing, text(h, '')],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(never, { ...timing, safetyMs: 10, scheduler, log }), '^ 12ms !', 'w----w----w');
-  expectEvents(h, iptablesEvents(later, { ...timing, safetyMs: 10, scheduler, log: recordingLogger().log }), '^ 22ms !', 'v----v----x---------y', {
+  expectEvents(h, iptablesEvents(never, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 12ms !', 'w----w----w');
+  expectEvents(h, iptablesEvents(later, { ...timing, safetyMs: 10, scheduler, logger: recordingLogger().log }), '^ 22ms !', 'v----v----x---------y', {
     v: snapshot([[v6Owner, [v6Fwd]]]),
     x: snapshot([
       [webFwd.owner, [webFwd]],
@@ -295,7 +295,7 @@ test('iptables: a rule it cannot read is logged once, not on every re-read, nor 
     ipv4: [text(h, natTable(web, odd)), text(h, natTable(web, odd)), text(h, natTable(web, dns, odd))],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, log }), '^ 25ms !', 'w----w----b---------b');
+  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'w----w----b---------b');
   h.flush();
   const warnings = lines().filter((l) => l.level === 40);
   assert.equal(warnings.length, 1);
@@ -305,7 +305,7 @@ test('iptables: a rule it cannot read is logged once, not on every re-read, nor 
 test('iptables: unsubscribing stops the monitor and the timers', marbles((h, scheduler) => {
   const monitor = h.cold('-c-c-c-c-c-c', { c: 'add rule' });
   const client = scripted(h, () => scheduler.now(), { monitors: { nft: [() => monitor] } });
-  h.expectObservable(iptablesEvents(client, { ...timing, scheduler, log: recordingLogger().log }), '^ 5ms !');
+  h.expectObservable(iptablesEvents(client, { ...timing, scheduler, logger: recordingLogger().log }), '^ 5ms !');
   h.expectSubscriptions(monitor.subscriptions).toBe('^-----!');
 }));
 

@@ -68,7 +68,7 @@ function run(
   scheduler: SchedulerLike,
   extra: Partial<KubernetesStreamOptions> = {},
 ): Observable<SourceEvent> {
-  return kubernetesServices(clients, { listenerAddr: '0.0.0.0', apiPort: 6443, backoff, scheduler, log: recordingLogger().log, ...extra });
+  return kubernetesServices(clients, { listenerAddr: '0.0.0.0', apiPort: 6443, backoff, scheduler, logger: recordingLogger().log, ...extra });
 }
 
 const values = {
@@ -118,7 +118,7 @@ test('kubernetes: without apiPort there is no API forward', marbles((h, schedule
   const { cold, expectObservable } = h;
   const client = scripted([cold('l|', { l: list([web]) })], [cold<KubeWatchEvent>('-')]);
   const clients = cold('c', { c: client });
-  const events = kubernetesServices(clients, { listenerAddr: '0.0.0.0', backoff, scheduler, log: recordingLogger().log });
+  const events = kubernetesServices(clients, { listenerAddr: '0.0.0.0', backoff, scheduler, logger: recordingLogger().log });
   expectObservable(events, '^ 5ms !').toBe('(es)', { e: snapshot([]), s: snapshot([['u-web', webFwd]]) });
 }));
 
@@ -147,7 +147,7 @@ test('kubernetes: a watch the server ends re-lists too, logged at debug level on
   const { cold, expectObservable } = h;
   const { log, lines } = recordingLogger();
   const client = scripted([cold('l|', { l: list([web]) }), cold('l|', { l: list([]) })], [cold<KubeWatchEvent>('---|'), cold<KubeWatchEvent>('-')]);
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('(as) 9ms a', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 20ms !').toBe('(as) 9ms a', values);
   h.flush();
   assert.deepEqual(lines().filter((l) => l.level >= 40), []);
   assert.ok(lines().some((l) => l.level === 20 && /ended the Service watch; re-listing in 10 ms/.test(l.msg)));
@@ -161,7 +161,7 @@ test('kubernetes: 410 Gone (an ERROR event with an expired Status) re-lists, log
     [cold<KubeWatchEvent>('--e-a', { e: { type: 'ERROR', object: gone }, a: ev('ADDED', dns) }), cold<KubeWatchEvent>('-')],
   );
   // nothing after the ERROR is read: the connection is done with
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('(as) 8ms t', {
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 20ms !').toBe('(as) 8ms t', {
     ...values,
     t: snapshot([
       [API, [apiFwd]],
@@ -186,7 +186,7 @@ test('kubernetes: an API server down at start is retried with growing back-off; 
     [cold<KubeWatchEvent>('-')],
   );
   // fail at 0, wait 10; fail at 10, wait 20; list at 30
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 40ms !').toBe('a 29ms s', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 40ms !').toBe('a 29ms s', values);
   h.flush();
   const warnings = lines().filter((l) => l.level === 40);
   assert.deepEqual(
@@ -207,7 +207,7 @@ test('kubernetes: losing a connected API server is one warning, and coming back 
     [cold<KubeWatchEvent>('-#', undefined, reset), cold<KubeWatchEvent>('-')],
   );
   // drop at 1 → wait 10 → refused at 11 → wait 20 → list at 31
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 40ms !').toBe('(as) 27ms a', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 40ms !').toBe('(as) 27ms a', values);
   h.flush();
   assert.deepEqual(
     lines().filter((l) => l.level === 40).map((l) => l.msg),
@@ -244,7 +244,7 @@ test('kubernetes: a list that never answers times out and is tried again', marbl
   const { log, lines } = recordingLogger();
   const client = scripted([cold<KubeServiceList>('-'), cold('l|', { l: list([web]) })], [cold<KubeWatchEvent>('-')]);
   // times out at 5, waits 10, lists at 15
-  expectObservable(run(cold('c', { c: client }), scheduler, { log, listTimeoutMs: 5 }), '^ 30ms !').toBe('a 14ms s', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log, listTimeoutMs: 5 }), '^ 30ms !').toBe('a 14ms s', values);
   h.flush();
   assert.match(lines().find((l) => l.level === 40)?.msg ?? '', /no answer within 5 ms/);
 }));
@@ -277,7 +277,7 @@ test('kubernetes: bad input is one log line per Service naming it; its other por
     ['u-odd', [k(30053, 'u-odd', 'udp')]],
     ['u-web', webFwd],
   ]);
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('(as) 7ms s', { ...values, s });
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 20ms !').toBe('(as) 7ms s', { ...values, s });
   h.flush();
   const about = lines().filter((l) => l.level === 40 && l.msg.startsWith('Service '));
   assert.deepEqual(about.map((l) => l.msg), [
@@ -295,7 +295,7 @@ test('kubernetes: a fixed Service is logged again if it breaks again; an unknown
     [cold('--l|', { l: list([bad]) })],
     [cold<KubeWatchEvent>('-f-b-?', { f: ev('MODIFIED', web), b: ev('MODIFIED', bad), '?': { type: 'WHATEVER' } as unknown as KubeWatchEvent })],
   );
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('a-aw-x', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 20ms !').toBe('a-aw-x', values);
   h.flush();
   const warnings = lines().filter((l) => l.level === 40).map((l) => l.msg);
   assert.deepEqual(warnings, [
@@ -313,7 +313,7 @@ test('kubernetes: a watch event whose object is not a Service is one line and ig
     [cold('-l|', { l: list([]) })],
     [cold<KubeWatchEvent>('-n-d-s-w', { n: broken('ADDED', null), d: broken('DELETED', 'u-web'), s: broken('MODIFIED', 42), w: ev('ADDED', web) })],
   );
-  expectObservable(run(cold('c', { c: client }), scheduler, { log }), '^ 20ms !').toBe('aa------w', values);
+  expectObservable(run(cold('c', { c: client }), scheduler, { logger: log }), '^ 20ms !').toBe('aa------w', values);
   h.flush();
   assert.deepEqual(lines().filter((l) => l.level >= 40).map((l) => l.msg), [
     'ignoring a Service watch ADDED event whose object is null, not a Service',

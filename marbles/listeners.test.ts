@@ -43,7 +43,7 @@ const types = (reports: Observable<{ type: string }>): Observable<string> => rep
 test('listeners: a placeholder is held from its add until its remove, and closed at once then', marbles((h, scheduler) => {
   const binder = scripted({}, bound(h));
   const deltas = h.cold<PortDelta>('a---b---|', { a: add(web, dns), b: del(web) });
-  const reports = deltas.pipe(listenerSink({ binder, scheduler, log: recordingLogger().log }));
+  const reports = deltas.pipe(listenerSink({ binder, scheduler, logger: recordingLogger().log }));
   h.expectObservable(types(reports)).toBe('w---w---(d|)', { w: 'wrote', d: 'withdrawn' });
   h.flush();
   h.expectSubscriptions(binder.holds.get('tcp/0.0.0.0:8080')![0]!.subscriptions).toBe('^---!');
@@ -53,7 +53,7 @@ test('listeners: a placeholder is held from its add until its remove, and closed
 test('listeners: reports carry the delta, and the withdrawal counts what was still held', marbles((h, scheduler) => {
   const binder = scripted({}, bound(h));
   const deltas = h.cold<PortDelta>('a-b|', { a: add(web, dns, web6), b: del(dns) });
-  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, log: recordingLogger().log }))).toBe('a-b(c|)', {
+  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, logger: recordingLogger().log }))).toBe('a-b(c|)', {
     a: { sink: 'listeners', type: 'wrote', added: [web, dns, web6], removed: [] },
     b: { sink: 'listeners', type: 'wrote', added: [], removed: [dns] },
     c: { sink: 'listeners', type: 'withdrawn', count: 2 },
@@ -65,7 +65,7 @@ test('listeners: a port already in use is not an error; it is noted once and tak
   const busy = (): Cold => h.cold('#', undefined, inUse());
   const binder = scripted({ 'tcp/0.0.0.0:8080': [busy, busy, busy, bound(h)] }, bound(h));
   const deltas = h.cold<PortDelta>('a 50ms -', { a: add(web) });
-  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, log }))), '^ 50ms !').toBe('w', { w: 'wrote' });
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, logger: log }))), '^ 50ms !').toBe('w', { w: 'wrote' });
   h.flush();
   // tried at 0, 10, 20; bound at 30 and held from then on
   const holds = binder.holds.get('tcp/0.0.0.0:8080')!;
@@ -85,7 +85,7 @@ test('listeners: other bind errors are reported as failed once per streak, and r
   const odd = fwd(8080, { source: 'iptables', owner: 'r4', hostIp: '10.9.9.9' });
   const binder = scripted({ 'tcp/10.9.9.9:8080': [missing, missing, bound(h)] }, bound(h));
   const deltas = h.cold<PortDelta>('a 30ms -', { a: add(odd) });
-  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, log })), '^ 30ms !').toBe('(wf)', {
+  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, logger: log })), '^ 30ms !').toBe('(wf)', {
     w: { sink: 'listeners', type: 'wrote', added: [odd], removed: [] },
     f: { sink: 'listeners', type: 'failed', error: 'tcp/10.9.9.9:8080: listen EADDRNOTAVAIL: address not available 10.9.9.9:8080', retryInMs: 10 },
   });
@@ -98,7 +98,7 @@ test('listeners: a port removed while waiting for it to free up stops being retr
   const busy = (): Cold => h.cold('#', undefined, inUse());
   const binder = scripted({ 'tcp/0.0.0.0:8080': [busy] }, bound(h));
   const deltas = h.cold<PortDelta>('a-------------b 50ms -', { a: add(web), b: del(web) });
-  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, log: recordingLogger().log }))), '^ 70ms !').toBe(
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, logger: recordingLogger().log }))), '^ 70ms !').toBe(
     'w-------------w',
     { w: 'wrote' },
   );
@@ -108,9 +108,9 @@ test('listeners: a port removed while waiting for it to free up stops being retr
 
 test('listeners: unsubscribing closes every placeholder; an input error closes them too', marbles((h, scheduler) => {
   const binder = scripted({}, bound(h));
-  h.expectObservable(types(h.cold<PortDelta>('a', { a: add(web) }).pipe(listenerSink({ binder, scheduler, log: recordingLogger().log }))), '^--!').toBe('w', { w: 'wrote' });
+  h.expectObservable(types(h.cold<PortDelta>('a', { a: add(web) }).pipe(listenerSink({ binder, scheduler, logger: recordingLogger().log }))), '^--!').toBe('w', { w: 'wrote' });
   const failing = h.cold<PortDelta>('a-#', { a: add(dns) });
-  h.expectObservable(types(failing.pipe(listenerSink({ binder, scheduler, log: recordingLogger().log })))).toBe('w-#', { w: 'wrote' });
+  h.expectObservable(types(failing.pipe(listenerSink({ binder, scheduler, logger: recordingLogger().log })))).toBe('w-#', { w: 'wrote' });
   h.flush();
   h.expectSubscriptions(binder.holds.get('tcp/0.0.0.0:8080')![0]!.subscriptions).toBe('^--!');
   h.expectSubscriptions(binder.holds.get('udp/127.0.0.1:5353')![0]!.subscriptions).toBe('^-!');
@@ -119,7 +119,7 @@ test('listeners: unsubscribing closes every placeholder; an input error closes t
 test('listeners: the diagram of listenerSink', marbles((h, scheduler) => {
   const binder = scripted({}, bound(h));
   const deltas = h.cold<PortDelta>('--a-----------b---------|', { a: add(web), b: del(web) });
-  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, log: recordingLogger().log })))).toBe('--w-----------w---------(d|)', { w: 'wrote', d: 'withdrawn' });
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, logger: recordingLogger().log })))).toBe('--w-----------w---------(d|)', { w: 'wrote', d: 'withdrawn' });
   h.flush();
   h.expectSubscriptions(binder.holds.get('tcp/0.0.0.0:8080')![0]!.subscriptions).toBe('--^-----------!');
 }));
@@ -133,7 +133,7 @@ test('listeners: a binder that throws is a failed bind: reported, retried, never
     },
   };
   const deltas = h.cold<PortDelta>('a 30ms -', { a: add(web) });
-  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, log: recordingLogger().log })), '^ 30ms !').toBe('(wf)', {
+  h.expectObservable(deltas.pipe(listenerSink({ binder, scheduler, retryMs: 10, jitter: 0, logger: recordingLogger().log })), '^ 30ms !').toBe('(wf)', {
     w: { sink: 'listeners', type: 'wrote', added: [web], removed: [] },
     f: { sink: 'listeners', type: 'failed', error: 'tcp/0.0.0.0:8080: binder blew up', retryInMs: 10 },
   });
@@ -151,5 +151,5 @@ test('listeners: a logger that throws becomes the sink\'s error notification', m
   });
   const binder = scripted({}, bound(h));
   const deltas = h.cold<PortDelta>('a|', { a: add(web) });
-  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, log })))).toBe('w#', { w: 'wrote' }, new Error('logger broke'));
+  h.expectObservable(types(deltas.pipe(listenerSink({ binder, scheduler, logger: log })))).toBe('w#', { w: 'wrote' }, new Error('logger broke'));
 }));

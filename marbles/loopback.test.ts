@@ -38,7 +38,7 @@ const types = (reports: Observable<{ type: string }>): Observable<string> => rep
 test('loopback: a forwarder on the connect address is held from the add of a 127.0.0.1 forward to its remove', marbles((h, scheduler) => {
   const fw = scripted({}, () => h.cold('l'));
   const deltas = h.cold<PortDelta>('a---b---|', { a: add(db, dns, web), b: del(db) });
-  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [vm], ipv6: true, open: fw.open, scheduler, log: recordingLogger().log }));
+  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [vm], ipv6: true, open: fw.open, scheduler, logger: recordingLogger().log }));
   h.expectObservable(reports).toBe('a---b---(c|)', {
     a: { sink: 'loopback', type: 'wrote', added: [db, dns], removed: [] },
     b: { sink: 'loopback', type: 'wrote', added: [], removed: [db] },
@@ -55,7 +55,7 @@ test('loopback: a listen that fails is said once, reported, and tried again unti
   const fw = scripted({ 'tcp/10.0.0.2:5432': [taken, taken, () => h.cold('l')] }, () => h.cold('l'));
   const { log, lines } = recordingLogger();
   const deltas = h.cold<PortDelta>('a 10s |', { a: add(db) });
-  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [vm], ipv6: true, open: fw.open, scheduler, log, retryMs: 100, random: () => 0.5 }));
+  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [vm], ipv6: true, open: fw.open, scheduler, logger: log, retryMs: 100, random: () => 0.5 }));
   h.expectObservable(types(reports)).toBe('(wf) 9997ms (d|)', { w: 'wrote', f: 'failed', d: 'withdrawn' });
   h.flush();
   assert.equal(fw.holds.get('tcp/10.0.0.2:5432')!.length, 3, 'two failures, then it listens');
@@ -67,7 +67,7 @@ test('loopback: a connect address the VM does not have gives one log line, no fo
   const fw = scripted({}, () => h.cold('l'));
   const { log, lines } = recordingLogger();
   const deltas = h.cold<PortDelta>('a-b-|', { a: add(db), b: add(dns) });
-  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [], ipv6: false, open: fw.open, scheduler, log }));
+  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [], ipv6: false, open: fw.open, scheduler, logger: log }));
   h.expectObservable(types(reports)).toBe('----(d|)', { d: 'withdrawn' });
   h.flush();
   assert.equal(fw.holds.size, 0, 'nothing was opened');
@@ -80,7 +80,7 @@ test('loopback: when the connect address changes, the forwarders move to the new
   let addrs: ListenAddr[] = [vm];
   h.cold('3s x').subscribe(() => (addrs = [moved]));
   const deltas = h.cold<PortDelta>('a 9s |', { a: add(db) });
-  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => addrs, ipv6: true, open: fw.open, scheduler, log: recordingLogger().log, rereadMs: 2000 }));
+  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => addrs, ipv6: true, open: fw.open, scheduler, logger: recordingLogger().log, rereadMs: 2000 }));
   h.expectObservable(types(reports)).toBe('w 3999ms w 5000ms (d|)', { w: 'wrote', d: 'withdrawn' });
   h.flush();
   h.expectSubscriptions(fw.holds.get('tcp/10.0.0.2:5432')![0]!.subscriptions).toBe('^ 3999ms !');
@@ -91,7 +91,7 @@ test('loopback: an address reader that throws is logged and counts as no address
   const fw = scripted({}, () => h.cold('l'));
   const { log, lines } = recordingLogger();
   const deltas = h.cold<PortDelta>('a|', { a: add(db) });
-  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => { throw new Error('boom'); }, ipv6: true, open: fw.open, scheduler, log }));
+  const reports = deltas.pipe(loopbackSink({ listenAddrs: () => { throw new Error('boom'); }, ipv6: true, open: fw.open, scheduler, logger: log }));
   h.expectObservable(types(reports)).toBe('-(d|)', { d: 'withdrawn' });
   h.flush();
   assert.ok(lines().some((l) => l.msg.includes('boom')));

@@ -66,7 +66,7 @@ const published = (socket: ListeningSocket, hostIp = socket.ip, protocol = socke
 const up = (f: Forward): SourceEvent => upsert(f.owner, [f]);
 
 function events(table: SocketTable, scheduler: SchedulerLike, extra: Partial<ProcnetOptions> = {}): Observable<SourceEvent> {
-  return procnetEvents(table, { policy, ...timing, scheduler, log: recordingLogger().log, ...extra });
+  return procnetEvents(table, { policy, ...timing, scheduler, logger: recordingLogger().log, ...extra });
 }
 
 test('a port is published once it has stood for the interval, and removed at the first scan it is gone', marbles(({ expectObservable }, scheduler) => {

@@ -82,7 +82,7 @@ function options(scheduler: TestScheduler, send: VtunnelSend, more: Partial<Vtun
     backoff: { initialMs: 10, factor: 2, maxMs: 40, jitter: 0.2 },
     random: () => 0.5,
     scheduler,
-    log: logger.log,
+    logger: logger.log,
     ...more,
   };
   return { opts, lines: logger.lines };
@@ -490,6 +490,6 @@ test(
       },
     });
     const deltas = h.cold('a', { a: add(p8080) });
-    h.expectObservable(deltas.pipe(vtunnelSink({ ...opts, log }))).toBe('#', {}, new Error('logger broke'));
+    h.expectObservable(deltas.pipe(vtunnelSink({ ...opts, logger: log }))).toBe('#', {}, new Error('logger broke'));
   }),
 );

@@ -1,15 +1,18 @@
 import { defaultBackoff, jitteredDelay, type Backoff } from '../src/backoff.js';
+import { definedOptions } from '../src/options.js';
 import { asyncScheduler, defer, retry, tap, timer, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
 
 export { backoffDelay, defaultBackoff, jitteredDelay, retryLogLevel, type Backoff } from '../src/backoff.js';
 
+/** How `reconnectWithBackoff` waits between attempts, and whom it tells about each retry. */
 export interface BackoffOptions extends Backoff {
   /** The attempt count resets only after a (re)subscription has lived this long without error. */
-  readonly stableMs?: number;
+  readonly stableMs?: number | undefined;
   /** Called before each wait, for logging. */
-  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
+  readonly onRetry?: ((error: unknown, attempt: number, delayMs: number) => void) | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
 /**
@@ -22,7 +25,7 @@ export interface BackoffOptions extends Backoff {
  *   result:  a---a-----a---------a---------a   waits 2, 4, 8, 8 (initialMs 2, factor 2, maxMs 8)
  */
 export function reconnectWithBackoff<T>(opts: BackoffOptions = {}): MonoTypeOperatorFunction<T> {
-  const { stableMs } = { ...defaultBackoff, ...opts };
+  const { stableMs } = { ...defaultBackoff, ...definedOptions(opts) };
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
   return (source$) =>

@@ -25,6 +25,7 @@ import {
   type MonoTypeOperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
+import { fromEvent, isObservable, NEVER } from 'rxjs';
 import { coalesceDeltas } from '../operators/coalesceDeltas.js';
 import { mergeDeltas } from '../operators/mergeDeltas.js';
 import { reconnectWithBackoff } from '../operators/reconnectWithBackoff.js';
@@ -37,27 +38,32 @@ import type { Sink, SinkReport } from './sinks/sink.js';
 import type { AgentObserver } from './status/observer.js';
 
 /** A sink and the names of the sources whose ports it publishes. */
-export interface Route {
+export interface Route<S extends string = string> {
   readonly sink: Sink;
-  readonly sources: readonly string[];
+  readonly sources: readonly S[];
   /** For logs: which sink failed. Defaults to `sink N` (1-based, in plan order). */
-  readonly name?: string;
+  readonly name?: string | undefined;
 }
 
-export interface AgentPlan {
+/**
+ * What `createAgent` runs: named sources and the routes from them to sinks. `S` is inferred from
+ * the keys of `sources` alone, so a route that names a source the plan lacks is a type error.
+ */
+export interface AgentPlan<S extends string = string> {
   /** Each source's raw events, by name (`docker`, `iptables`, or a library user's own). */
-  readonly sources: Readonly<Record<string, Observable<SourceEvent>>>;
-  readonly routes: readonly Route[];
+  readonly sources: Readonly<Record<S, Observable<SourceEvent>>>;
+  readonly routes: readonly Route<NoInfer<S>>[];
   /** Window in which bursts are coalesced into one sink write; a lone change is never delayed. */
-  readonly coalesceMs?: number;
+  readonly coalesceMs?: number | undefined;
   /** How wide the window may grow while a burst goes on: the longest a change waits in one. */
-  readonly maxCoalesceMs?: number;
+  readonly maxCoalesceMs?: number | undefined;
   /** The waits before a failed source is resubscribed or a failed sink restarted. */
-  readonly backoff?: AgentBackoff;
-  readonly log?: Logger;
-  readonly scheduler?: SchedulerLike;
+  readonly backoff?: AgentBackoff | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Told what flows through the agent, for its status (`statusTracker`, docs/status.md). */
-  readonly observer?: AgentObserver;
+  readonly observer?: AgentObserver | undefined;
 }
 
 /** `Backoff`, plus how long a part must run without failing for its waits to start small again. */
@@ -66,7 +72,18 @@ export interface AgentBackoff extends Backoff {
   readonly random?: () => number;
 }
 
+/**
+ * How to stop an agent: an AbortSignal, an Observable whose first value stops it, or both (the
+ * first to fire wins). Either makes the agent withdraw everything it published and complete.
+ */
+export interface AgentOptions {
+  readonly signal?: AbortSignal | undefined;
+  readonly stop$?: Observable<unknown> | undefined;
+}
+
+/** The coalescing window when the plan names none, in ms. */
 export const defaultCoalesceMs = 50;
+/** The longest a coalescing window may grow to during a burst when the plan names none, in ms. */
 export const defaultMaxCoalesceMs = 1000;
 
 /** What a source and a route share: the stop, the log, the clock and the back-off. */
@@ -96,8 +113,15 @@ interface Context {
  *   (again):         -s              resubscribed after a back-off of 3: s lists 80 again
  *   iptables: ------b----            b = +443
  *   sink:     -a----b----            nothing for s: 80 never left
+ *
+ * Every way to end it withdraws: `signal` aborting and `stop$` emitting (the withdrawal's reports
+ * arrive, then completion), and unsubscribing (the withdrawal still runs to its end, bounded by
+ * each sink's own timeout, but its reports go nowhere). An Observable as the second argument is
+ * the same as `{ stop$ }`.
  */
-export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observable<SinkReport> {
+export function createAgent<S extends string>(plan: AgentPlan<S>, stop: Observable<unknown> | AgentOptions = {}): Observable<SinkReport> {
+  const { signal, stop$: given } = isObservable(stop) ? { stop$: stop, signal: undefined } : stop;
+  const stop$ = merge(given ?? NEVER, signal ? aborted(signal) : NEVER);
   for (const route of plan.routes) {
     for (const name of route.sources) {
       if (!Object.hasOwn(plan.sources, name)) throw new Error(`a route names the source "${name}", which the plan does not have`);
@@ -114,16 +138,17 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     const stopped = new ReplaySubject<void>(1);
     const ctx: Context = {
       stopped,
-      log: plan.log ?? moduleLogger('agent'),
+      log: moduleLogger('agent', plan.logger),
       scheduler: plan.scheduler ?? asyncScheduler,
       backoff: plan.backoff ?? {},
     };
     const subscription = new Subscription();
+    const stopNow = (): void => {
+      stopped.next();
+      stopped.complete();
+    };
     subscription.add(
-      stop$.pipe(take(1)).subscribe(() => {
-        stopped.next();
-        stopped.complete();
-      }),
+      stop$.pipe(take(1)).subscribe(stopNow),
     );
     // One subscription per source however many sinks it feeds, made once every sink listens: a
     // source that emits as it is subscribed (the Kubernetes API port, a library user's `of(...)`)
@@ -132,7 +157,7 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
     const deltasOf = (name: string): Observable<PortDelta> => {
       let deltas = shared.get(name);
       if (!deltas) {
-        const events = resilientDeltas(name, (plan.sources[name] ?? EMPTY).pipe(seen.event(name)), ctx).pipe(seen.claims(name));
+        const events = resilientDeltas(name, ((plan.sources as Readonly<Record<string, Observable<SourceEvent> | undefined>>)[name] ?? EMPTY).pipe(seen.event(name)), ctx).pipe(seen.claims(name));
         deltas = connectable(events, { connector: () => new Subject<PortDelta>(), resetOnDisconnect: false });
         shared.set(name, deltas);
       }
@@ -142,10 +167,29 @@ export function createAgent(plan: AgentPlan, stop$: Observable<unknown>): Observ
       const merged = mergeDeltas(...route.sources.map(deltasOf)).pipe(coalesceDeltas(windowMs, plan.scheduler, maxWindowMs));
       return runSink(route.name, route.sink, merged.pipe(seen.routed(route.name)), ctx).pipe(seen.report(route.name));
     });
-    subscription.add(merge(...runs).subscribe(subscriber));
+    // Not tied to `subscriber`: unsubscribing stops the agent as `stop$` does, and the sinks'
+    // withdrawal then runs to its end, unobserved.
+    subscription.add(
+      merge(...runs).subscribe({
+        next: (report) => { subscriber.next(report); },
+        error: (error: unknown) => {
+          subscriber.error(error);
+          subscription.unsubscribe();
+        },
+        complete: () => {
+          subscriber.complete();
+          subscription.unsubscribe();
+        },
+      }),
+    );
     for (const deltas of shared.values()) subscription.add(deltas.connect());
-    return subscription;
+    return stopNow;
   });
+}
+
+/** Emits once when `signal` aborts, at once if it already has. */
+function aborted(signal: AbortSignal): Observable<unknown> {
+  return signal.aborted ? of(signal.reason) : fromEvent(signal, 'abort').pipe(take(1));
 }
 
 /**

@@ -1,3 +1,5 @@
+import { definedOptions } from './options.js';
+
 /**
  * The one back-off rule every retry in portstream follows: exponential growth from `initialMs` by
  * `factor` up to `maxMs`, each wait scaled by a random factor in [1 - jitter, 1 + jitter] so that
@@ -5,12 +7,12 @@
  */
 export interface Backoff {
   /** First delay after a failure. */
-  readonly initialMs?: number;
+  readonly initialMs?: number | undefined;
   /** Upper bound of a delay, before jitter. */
-  readonly maxMs?: number;
-  readonly factor?: number;
+  readonly maxMs?: number | undefined;
+  readonly factor?: number | undefined;
   /** Each delay is scaled by a random factor in [1 - jitter, 1 + jitter]. */
-  readonly jitter?: number;
+  readonly jitter?: number | undefined;
 }
 
 /**
@@ -22,7 +24,7 @@ export const defaultBackoff = { initialMs: 250, maxMs: 2_000, factor: 2, jitter:
 
 /** The delay before retry number `attempt` (1-based), before jitter. */
 export function backoffDelay(attempt: number, opts: Backoff = {}): number {
-  const { initialMs, maxMs, factor } = { ...defaultBackoff, ...opts };
+  const { initialMs, maxMs, factor } = { ...defaultBackoff, ...definedOptions(opts) };
   return Math.min(maxMs, initialMs * factor ** (Math.max(1, attempt) - 1));
 }
 

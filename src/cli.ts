@@ -4,8 +4,8 @@ import { delimiter, join } from 'node:path';
 import { firstValueFrom, ReplaySubject, type Observable } from 'rxjs';
 import { createAgent, type AgentPlan, type Route } from './agent.js';
 import { agentHelp, agentUsage, parseConfig, type AgentConfig } from './config.js';
-import { pino } from 'pino';
-import { moduleLogger, rootLogger, setRootLogger } from './log.js';
+import { moduleLogger, type Logger } from './log.js';
+import { cliLogger } from './cliLogger.js';
 import { logPane } from './sinks/logPane.js';
 import { version } from './version.js';
 import type { SourceEvent } from './model.js';
@@ -21,6 +21,7 @@ import { errorMessage } from './errors.js';
 import type { ConnectionReporter } from './status/observer.js';
 import type { StatusEndpoint } from './status/endpoint.js';
 
+/** The process's streams and environment, passed in so tests can run the CLI in-process. */
 export interface Io {
   readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
   readonly stderr: NodeJS.WritableStream;
@@ -48,27 +49,29 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     return 2;
   }
   const config = parsed.config;
-  if (config.debug) rootLogger().level = 'debug';
+  const cliLog = cliLogger(io.env, config.debug);
   const wiring = decideRoutes(config, detect(config, io));
-  const logs = logsBelowTable(wiring, io);
-  const log = moduleLogger('agent');
+  const below = logsBelowTable(wiring, io, config.debug);
+  const logger = below?.logger ?? cliLog;
+  const logs = below?.lines$;
+  const log = moduleLogger('agent', logger);
   for (const notice of wiring.notices) log.info(notice);
   let sources: Partial<Record<SourceKind, Observable<SourceEvent>>>;
   let routes: Route[];
   let status: StatusEndpoint | undefined;
   try {
     // Imported only when asked for: prom-client and its collectors are memory an agent without it does not need.
-    if (config.statusAddr) status = await (await import('./status/endpoint.js')).startStatusEndpoint(config.statusAddr);
+    if (config.statusAddr) status = await (await import('./status/endpoint.js')).startStatusEndpoint(config.statusAddr, logger);
     const connection = (kind: SourceKind) => status?.tracker.connection(kind);
     // Building a sink checks what only the machine can tell (e.g. whether AF_VSOCK is built).
-    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, connection(kind))] as const)));
-    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logs), sources: r.sources, name: r.sink }));
+    sources = Object.fromEntries(await Promise.all(wiring.sources.map(async (kind) => [kind, await sourceFor(kind, config, logger, connection(kind))] as const)));
+    routes = wiring.routes.map((r) => ({ sink: sinkFor(r.sink, config, io, logger, logs), sources: r.sources, name: r.sink }));
   } catch (error) {
     await status?.close();
     io.stderr.write(`portstream: ${errorMessage(error)}\n`);
     return 2;
   }
-  const code = routes.length === 0 ? await idle(io) : await run({ sources, routes, ...(status && { observer: status.tracker.observer }) }, wiring, io);
+  const code = routes.length === 0 ? await idle(io, log) : await run({ sources, routes, logger, ...(status && { observer: status.tracker.observer }) }, wiring, io, log);
   await status?.close();
   return code;
 }
@@ -77,14 +80,13 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
  * Nothing to forward with these flags: stay up until stopped, as a service manager expects of
  * an agent (exiting at once would have it restarted in a loop).
  */
-async function idle(io: Io): Promise<number> {
-  moduleLogger('agent').info('nothing to forward with these flags; idle until stopped');
+async function idle(io: Io, log: Logger): Promise<number> {
+  log.info('nothing to forward with these flags; idle until stopped');
   await firstValueFrom(io.stop$, { defaultValue: undefined });
   return 0;
 }
 
-function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
-  const log = moduleLogger('agent');
+function run(plan: AgentPlan, wiring: Wiring, io: Io, log: Logger): Promise<number> {
   // Replays: a stop asked for before the agent subscribes (a signal during start-up) still counts.
   const stop = new ReplaySubject<void>(1);
   return new Promise((resolve) => {
@@ -122,24 +124,24 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io): Promise<number> {
  * The stream of one backend. Each is imported only when enabled: the Kubernetes client, gRPC and
  * dockerode are most of the agent's memory, and an agent that watches iptables alone needs none.
  */
-async function sourceFor(kind: SourceKind, config: AgentConfig, connection?: ConnectionReporter): Promise<Observable<SourceEvent>> {
-  const opts = connection && { connection };
+async function sourceFor(kind: SourceKind, config: AgentConfig, logger: Logger, connection?: ConnectionReporter): Promise<Observable<SourceEvent>> {
+  const opts = { logger, ...(connection && { connection }) };
   switch (kind) {
     case 'docker': {
       const [{ dockerEvents }, { dockerodeClient }] = await Promise.all([import('../streams/docker.js'), import('../streams/dockerClient.js')]);
-      return dockerEvents(dockerodeClient(), opts);
+      return dockerEvents(dockerodeClient({ logger }), opts);
     }
     case 'containerd': {
       const [{ containerdEvents }, { grpcContainerdClient }] = await Promise.all([import('../streams/containerd.js'), import('../streams/containerdClient.js')]);
-      return containerdEvents(grpcContainerdClient(containerdSocket(config)), opts);
+      return containerdEvents(grpcContainerdClient(containerdSocket(config), { logger }), opts);
     }
     case 'iptables': {
       const [{ iptablesEvents }, { nodeIptablesClient }] = await Promise.all([import('../streams/iptables.js'), import('../streams/iptablesClient.js')]);
       return iptablesEvents(nodeIptablesClient(), opts);
     }
     case 'kubernetes': {
-      const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubernetesClient.js')]);
-      return kubernetesServices(kubeconfigClients(config.kubeconfig), {
+      const [{ kubernetesServices }, { kubeconfigClients }] = await Promise.all([import('../streams/kubernetes.js'), import('../streams/kubeconfigClients.js')]);
+      return kubernetesServices(kubeconfigClients(config.kubeconfig, { logger }), {
         ...opts,
         listenerAddr: config.k8sServiceListenerAddr,
         // The API port goes to the host only through the vtunnel or host-switch: a placeholder
@@ -153,8 +155,7 @@ async function sourceFor(kind: SourceKind, config: AgentConfig, connection?: Con
         import('../streams/procnetClient.js'),
         import('../streams/procnetPolicy.js'),
       ]);
-      const log = moduleLogger('procnet');
-      return procnetEvents(nodeSocketTable(log), { log, policy: { exclude: procnetExclusions(config.procnetExclude, config.k8sAPIPort), reachable: reachableBy(config) } });
+      return procnetEvents(nodeSocketTable(moduleLogger('procnet', logger)), { ...opts, policy: { exclude: procnetExclusions(config.procnetExclude, config.k8sAPIPort), reachable: reachableBy(config) } });
     }
   }
 }
@@ -172,31 +173,31 @@ function reachableBy(config: AgentConfig): (ip: string) => boolean {
  * With the live table on a terminal, log lines go to a pane below the table instead of over it
  * (see sinks/logPane.ts); elsewhere the logger is left as it is.
  */
-function logsBelowTable(wiring: Wiring, io: Io): Observable<readonly string[]> | undefined {
+function logsBelowTable(wiring: Wiring, io: Io, debug: boolean): { readonly logger: Logger; readonly lines$: Observable<readonly string[]> } | undefined {
   if (io.stdout.isTTY !== true || !wiring.routes.some((r) => r.sink === 'table')) return undefined;
   const pane = logPane(io.stderr);
-  setRootLogger(pino({ level: rootLogger().level }, pane.destination));
-  return pane.lines$;
+  return { logger: cliLogger(io.env, debug, pane.destination), lines$: pane.lines$ };
 }
 
-function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logs: Observable<readonly string[]> | undefined): Sink {
+function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger, logs: Observable<readonly string[]> | undefined): Sink {
   switch (kind) {
     case 'vtunnel':
-      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)) });
+      return vtunnelSink({ address: config.vtunnelAddr, connectAddrs: readOffThePath(() => connectAddrsOf(config.connectInterface)), logger });
     case 'table':
-      return tableSink(io.stdout, undefined, logs);
+      return tableSink(io.stdout, logger, logs);
     case 'listeners':
-      return listenerSink();
+      return listenerSink({ logger });
     case 'loopback':
       // Where the host end connects: host-switch's tap address (IPv4 only), else the vtunnel's interface.
       return config.hostSwitchURL !== undefined
-        ? loopbackSink({ listenAddrs: () => addressAddrs(config.tapInterfaceIp), ipv6: false })
-        : loopbackSink({ listenAddrs: () => interfaceAddrs(config.connectInterface), ipv6: true });
+        ? loopbackSink({ listenAddrs: () => addressAddrs(config.tapInterfaceIp), ipv6: false, logger })
+        : loopbackSink({ listenAddrs: () => interfaceAddrs(config.connectInterface), ipv6: true, logger });
     case 'hostswitch':
       return hostSwitchSink({
         ...(config.hostSwitchURL !== undefined && { url: config.hostSwitchURL }),
         tapInterfaceIp: config.tapInterfaceIp,
         adminInstall: config.adminInstall,
+        logger,
       });
   }
 }

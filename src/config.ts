@@ -57,7 +57,8 @@ export const agentFlags = [
   },
 ] as const;
 
-export type AgentFlagName = (typeof agentFlags)[number]['name'];
+/** The name of one of the agent's flags. */
+type AgentFlagName = (typeof agentFlags)[number]['name'];
 
 /** Everything the agent is told on its command line, validated. */
 export interface AgentConfig {
@@ -89,6 +90,7 @@ export interface AgentConfig {
   readonly autoDetect: boolean;
 }
 
+/** A parsed command line: the config, help asked for, or what was wrong with it. */
 export type ConfigResult =
   | { readonly ok: true; readonly config: AgentConfig }
   | { readonly ok: false; readonly error: string; readonly help?: never }

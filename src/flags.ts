@@ -14,6 +14,7 @@
  * Parsing is pure: it never prints or exits; the caller decides what to do with the result.
  */
 
+/** How a flag's value is read: Go's `flag` package kinds that portstream uses. */
 export type FlagKind = 'bool' | 'string' | 'int';
 
 /** One flag. `usage` may name its argument in back quotes, as in Go: "read `path`". */
@@ -22,6 +23,7 @@ export type FlagDef =
   | { readonly name: string; readonly kind: 'string'; readonly default: string; readonly usage: string }
   | { readonly name: string; readonly kind: 'int'; readonly default: number; readonly usage: string };
 
+/** The value of one parsed flag. */
 export type FlagValue = FlagDef['default'];
 
 /** The value type of one definition: boolean, string or number. */
@@ -39,6 +41,7 @@ export type FlagValues<Defs extends readonly FlagDef[]> = {
   readonly [D in Defs[number] as D['name']]: ValueOf<D>;
 };
 
+/** The flags' values by name, or the first problem with the command line. */
 export type ParseResult<Defs extends readonly FlagDef[]> =
   | {
       readonly ok: true;

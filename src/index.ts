@@ -1,67 +1,202 @@
 /**
- * portstream as a library: the model, the streams, the operators and the sinks, to compose into
- * an agent of your own (see README "Composing portstream").
+ * portstream as a library: the model, the operators, the sources, the sinks and `createAgent` to
+ * compose them (see docs/library.md). This entry holds all of it; the subpaths (`portstream/model`,
+ * `portstream/operators`, `portstream/docker`, ...) hold one layer each. The backends' heavy
+ * clients (dockerode, grpc-js, @kubernetes/client-node) load at their first use, not on import.
+ * @module
  */
-export * from './model.js';
-export { createAgent, defaultCoalesceMs, defaultMaxCoalesceMs, type AgentPlan, type Route } from './agent.js';
-export { parseConfig, agentUsage, type AgentConfig } from './config.js';
-export { setRootLogger, moduleLogger, type Logger } from './log.js';
-export type { Sink, SinkReport } from './sinks/sink.js';
-export { tableSink, renderTable } from './sinks/table.js';
-export { vtunnelSink, type VtunnelSinkOptions } from './sinks/vtunnel.js';
-export { tcpSender } from './sinks/vtunnelTransport.js';
-export { encodePortMapping, splitPortMapping, maxPortMappingBytes, type ConnectAddr, type PortMappingPart } from './wire/portMapping.js';
-export { connectAddrsOf } from './wire/connectAddrs.js';
-export { toPortSet } from '../operators/toPortSet.js';
-export { diffPortSets } from '../operators/diffPortSets.js';
-export { toPortDeltas } from '../operators/toPortDeltas.js';
-export { mergeDeltas, refCountClaims } from '../operators/mergeDeltas.js';
-export { coalesceDeltas } from '../operators/coalesceDeltas.js';
-export { reconnectWithBackoff, backoffDelay, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
+export {
+  createAgent,
+  defaultCoalesceMs,
+  defaultMaxCoalesceMs,
+  type AgentOptions,
+  type AgentPlan,
+  type Route,
+} from './agent.js';
+export type { LogFn, Logger } from './log.js';
+export {
+  applyDelta,
+  canonicalHostIp,
+  diff,
+  emptyPortSet,
+  isEmptyDelta,
+  isIPv6,
+  isValidPort,
+  portKey,
+  portSetOf,
+  remove,
+  snapshot,
+  upsert,
+  type Forward,
+  type PortDelta,
+  type PortKey,
+  type PortSet,
+  type Protocol,
+  type SourceEvent,
+  type SourceName,
+} from './entry/model.js';
+export {
+  toPortSet,
+  diffPortSets,
+  toPortDeltas,
+  mergeDeltas,
+  refCountClaims,
+  coalesceDeltas,
+  coalesceTriggers,
+  exhaustMapWithTrailing,
+  reconnectWithBackoff,
+  type BackoffOptions,
+  backoffDelay,
+  defaultBackoff,
+  jitteredDelay,
+  type Backoff,
+} from './entry/operators.js';
 export {
   dockerEvents,
+  dockerDefaults,
   EVENTS_OPEN,
   type DockerClient,
-  type DockerEvent,
   type DockerContainerInspect,
   type DockerContainerSummary,
+  type DockerEvent,
   type DockerStreamOptions,
-} from '../streams/docker.js';
-export { dockerodeClient } from '../streams/dockerClient.js';
-export { portsFromInspect, portsFromList } from '../streams/dockerPorts.js';
+  dockerodeClient,
+  type DockerConnection,
+  portsFromInspect,
+  portsFromList,
+  type InspectPorts,
+  type ListPort,
+  type ParsedPorts,
+} from './entry/docker.js';
 export {
   containerdEvents,
+  containerdTopics,
   CONTAINERD_EVENTS_OPEN,
-  ownerOf as containerdOwner,
+  containerdOwner,
   type ContainerdClient,
+  type ContainerdContainer,
   type ContainerdEvent,
   type ContainerdStreamOptions,
-} from '../streams/containerd.js';
-export { grpcContainerdClient } from '../streams/containerdClient.js';
-export { portsFromLabel, portsFromNetworkConfig } from '../streams/nerdctlPorts.js';
-export { iptablesEvents, type IptablesClient, type IptablesStreamOptions } from '../streams/iptables.js';
-export { nodeIptablesClient } from '../streams/iptablesClient.js';
-export { parseIptablesSave, cniPortmapRules, type CountingRule } from '../streams/iptablesRules.js';
-export { kubernetesServices, type KubeServicesClient, type KubernetesStreamOptions } from '../streams/kubernetes.js';
-export { kubeconfigClients } from '../streams/kubernetesClient.js';
-export { forwardsOfService } from '../streams/kubeServices.js';
-export { listenerSink, nodePlaceholders, type ListenerSinkOptions, type PlaceholderBinder } from './sinks/listeners.js';
-export { loopbackSink, interfaceAddrs, addressAddrs, type LoopbackSinkOptions } from './loopback/sink.js';
-export { plan as planLoopback, reconcile as reconcileLoopback, type ForwarderSpec, type ListenAddr } from './loopback/plan.js';
-export { coalesceTriggers } from '../operators/coalesceTriggers.js';
-export { exhaustMapWithTrailing } from '../operators/exhaustMapWithTrailing.js';
-export { vsockSender } from './sinks/vsockTransport.js';
-export { hostSwitchSink, httpRequester, type HostSwitchSinkOptions } from './sinks/hostswitch.js';
-export { startHostReceiver, hostReceiver, type HostReceiver, type HostReceiverOptions } from './host/receiver.js';
-export { runHost } from './host/cli.js';
-export { errorMessage } from './errors.js';
-export { procnetEvents, procnetDefaults, type ProcnetOptions, type SocketTable, type SocketRead } from '../streams/procnet.js';
-export { nodeSocketTable, procNetTable, sockDiagTable } from '../streams/procnetClient.js';
-export { publishable, parsePortList, procnetExclusions, defaultProcnetExclude, type ForwardPolicy, type PortRange } from '../streams/procnetPolicy.js';
-export { parseProcNet, type ListeningSocket } from '../streams/procnetTable.js';
-export { statusTracker, type StatusTracker, type StatusTrackerOptions } from './status/tracker.js';
-export type { AgentObserver, ConnectionReporter } from './status/observer.js';
+  type ContainerdTask,
+  type ContainerdTaskStatus,
+  type ContainerdTopic,
+  grpcContainerdClient,
+  type GrpcContainerdClient,
+  type GrpcContainerdClientOptions,
+  portsFromLabel,
+  portsFromNetworkConfig,
+} from './entry/containerd.js';
 export {
+  iptablesEvents,
+  iptablesDefaults,
+  type Family,
+  type IptablesClient,
+  type IptablesStreamOptions,
+  type MonitorKind,
+  nodeIptablesClient,
+  type NodeIptablesClientOptions,
+  cniPortmapRules,
+  parseIptablesSave,
+  type CountingRule,
+  type ParsedRules,
+} from './entry/iptables.js';
+export {
+  kubernetesServices,
+  KubeStatusError,
+  type KubernetesStreamOptions,
+  type KubeServiceList,
+  type KubeServicesClient,
+  type KubeStatus,
+  type KubeWatchEvent,
+  kubeconfigClients,
+  type KubeClientOptions,
+  type FileWatchOptions,
+  forwardsOfService,
+  type KubeService,
+  type KubeServicePort,
+  type ServiceForwards,
+} from './entry/kubernetes.js';
+export {
+  type Sink,
+  type SinkReport,
+  tableSink,
+  renderTable,
+  type TableOutput,
+  vtunnelSink,
+  vtunnelDefaults,
+  type VtunnelSinkOptions,
+  tcpSender,
+  type VtunnelSend,
+  vsockSender,
+  connectAddrsOf,
+  encodePortMapping,
+  maxPortMappingBytes,
+  splitPortMapping,
+  type ConnectAddr,
+  type PortMappingPart,
+  listenerSink,
+  listenerDefaults,
+  nodePlaceholders,
+  type ListenerSinkOptions,
+  type PlaceholderBinder,
+  hostSwitchSink,
+  hostSwitchDefaults,
+  httpRequester,
+  type HostSwitchRequest,
+  type HostSwitchRequester,
+  type HostSwitchResponse,
+  type HostSwitchSinkOptions,
+  addressAddrs,
+  interfaceAddrs,
+  loopbackDefaults,
+  loopbackSink,
+  type LoopbackSinkOptions,
+  type ForwarderSpec,
+  type ListenAddr,
+} from './entry/sinks.js';
+export {
+  hostReceiver,
+  receiverDefaults,
+  startHostReceiver,
+  type BindingStatus,
+  type HostEvent,
+  type HostReceiver,
+  type HostReceiverOptions,
+  type ServerEvent,
+  type BindingEvent,
+  type OpenProxy,
+  type ProxyEvent,
+  type HostBinding,
+  type PortMapping,
+  type VmAddress,
+  type ProxyOptions,
+  runHost,
+  type HostIo,
+} from './entry/host.js';
+export {
+  procnetEvents,
+  procnetDefaults,
+  type ProcnetOptions,
+  type SocketTable,
+  type SocketRead,
+  nodeSocketTable,
+  procNetTable,
+  sockDiagTable,
+  publishable,
+  parsePortList,
+  procnetExclusions,
+  defaultProcnetExclude,
+  type ForwardPolicy,
+  type PortRange,
+  parseProcNet,
+  type ListeningSocket,
+} from './entry/procnet.js';
+export {
+  statusTracker,
+  type StatusTracker,
+  type StatusTrackerOptions,
+  type AgentObserver,
+  type ConnectionReporter,
   reduceStatus,
   reduceStatusAll,
   foldStatus,
@@ -75,8 +210,15 @@ export {
   type StatusInput,
   type StatusStep,
   type Settled,
-} from './status/state.js';
-export { forwardsView, healthView, type ForwardView, type HealthView } from './status/views.js';
-export { statusMetrics, type StatusMetrics } from './status/metrics.js';
-export { serveStatus, type StatusServer } from './status/server.js';
-export { parseStatusAddr, defaultStatusSocket, type StatusAddress } from './status/address.js';
+  forwardsView,
+  healthView,
+  type ForwardView,
+  type HealthView,
+  statusMetrics,
+  type StatusMetrics,
+  serveStatus,
+  type StatusServer,
+  parseStatusAddr,
+  defaultStatusSocket,
+  type StatusAddress,
+} from './entry/status.js';

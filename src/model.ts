@@ -4,11 +4,13 @@
  * and a PortDelta is what changed between two PortSets.
  */
 
+/** A forward's transport. */
 export type Protocol = 'tcp' | 'udp';
 
 /** Where a forward came from. Open-ended so library users can add their own sources. */
 export type SourceName = 'docker' | 'containerd' | 'iptables' | 'kubernetes' | (string & {});
 
+/** One port that should be reachable from the host, and who asked for it. */
 export interface Forward {
   readonly protocol: Protocol;
   /** The address to publish on: `0.0.0.0`, `127.0.0.1`, `::` or a specific address. */
@@ -23,15 +25,19 @@ export interface Forward {
 
 /** `proto/hostIp:hostPort`, IPv6 in brackets: `tcp/0.0.0.0:80`, `udp/[::]:53`. */
 export type PortKey = string;
+/** What one source, or the whole agent, wants published, by key. */
 export type PortSet = ReadonlyMap<PortKey, Forward>;
 
+/** What changed between two PortSets: forwards to add and to remove. */
 export interface PortDelta {
   readonly added: readonly Forward[];
   readonly removed: readonly Forward[];
 }
 
+/** A PortSet with nothing in it. */
 export const emptyPortSet: PortSet = new Map();
 
+/** Whether `ip` is written as IPv6 (it has a colon). */
 export function isIPv6(ip: string): boolean {
   return ip.includes(':');
 }
@@ -145,12 +151,14 @@ function formatIPv6(groups: readonly number[]): string {
   return `${hex(0, bestAt)}::${hex(bestAt + bestLength, 8)}`;
 }
 
+/** The PortSet of these forwards; a later one with the same key wins. */
 export function portSetOf(forwards: Iterable<Forward>): PortSet {
   const set = new Map<PortKey, Forward>();
   for (const f of forwards) set.set(portKey(f), f);
   return set;
 }
 
+/** Whether `d` changes nothing. */
 export function isEmptyDelta(d: PortDelta): boolean {
   return d.added.length === 0 && d.removed.length === 0;
 }
@@ -172,6 +180,7 @@ export function applyDelta(set: PortSet, delta: PortDelta): PortSet {
   return next;
 }
 
+/** Whether `n` is a port number (an integer from 1 to 65535). */
 export function isValidPort(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= 65535;
 }
@@ -187,9 +196,12 @@ export type SourceEvent =
   | { readonly type: 'upsert'; readonly owner: string; readonly forwards: readonly Forward[] }
   | { readonly type: 'remove'; readonly owner: string };
 
+/** A `snapshot` event: these owners' ports are the source's whole truth. */
 export const snapshot = (owners: Iterable<readonly [string, readonly Forward[]]>): SourceEvent => ({
   type: 'snapshot',
   owners: new Map(owners),
 });
+/** An `upsert` event: `owner` now wants exactly these forwards. */
 export const upsert = (owner: string, forwards: readonly Forward[]): SourceEvent => ({ type: 'upsert', owner, forwards });
+/** A `remove` event: `owner` is gone, and so are its forwards. */
 export const remove = (owner: string): SourceEvent => ({ type: 'remove', owner });

@@ -1,6 +1,8 @@
 import type { AgentConfig } from './config.js';
 
+/** The sources the CLI can enable. */
 export type SourceKind = 'docker' | 'containerd' | 'iptables' | 'kubernetes' | 'procnet';
+/** The sinks the CLI can route to. */
 export type SinkKind = 'vtunnel' | 'hostswitch' | 'listeners' | 'table' | 'loopback';
 
 /** What the machine offers, for auto-detection (no arguments at all). */
@@ -13,6 +15,7 @@ export interface Detected {
   readonly tty: boolean;
 }
 
+/** Which sources the CLI starts and which sink each one feeds. */
 export interface Wiring {
   readonly sources: readonly SourceKind[];
   readonly routes: readonly { readonly sink: SinkKind; readonly sources: readonly SourceKind[] }[];

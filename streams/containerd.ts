@@ -18,32 +18,38 @@ import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import type { Parsed } from './dockerPorts.js';
 import { networkConfigFile, portsFromLabel, portsFromNetworkConfig, portsSourceOf } from './nerdctlPorts.js';
-import type { TaskStart__Output } from './containerd-types/containerd/events/TaskStart.js';
-import type { TaskExit__Output } from './containerd-types/containerd/events/TaskExit.js';
-import type { ContainerUpdate__Output } from './containerd-types/containerd/events/ContainerUpdate.js';
-import type { ContainerDelete__Output } from './containerd-types/containerd/events/ContainerDelete.js';
-import type { Process__Output } from './containerd-types/containerd/v1/types/Process.js';
-import type { Container__Output } from './containerd-types/containerd/services/containers/v1/Container.js';
 import { errorMessage } from '../src/errors.js';
 import type { ConnectionReporter } from '../src/status/observer.js';
 
 /** The event topics portstream follows, with the payload each carries (decoded from the envelope's `Any`). */
 export type ContainerdEvent =
-  | { readonly namespace: string; readonly topic: '/tasks/start'; readonly event: Pick<TaskStart__Output, 'container_id'> }
-  | { readonly namespace: string; readonly topic: '/tasks/exit'; readonly event: Pick<TaskExit__Output, 'container_id' | 'id'> }
-  | { readonly namespace: string; readonly topic: '/containers/update'; readonly event: Pick<ContainerUpdate__Output, 'id' | 'labels'> }
-  | { readonly namespace: string; readonly topic: '/containers/delete'; readonly event: Pick<ContainerDelete__Output, 'id'> };
+  | { readonly namespace: string; readonly topic: '/tasks/start'; readonly event: { readonly container_id: string } }
+  | { readonly namespace: string; readonly topic: '/tasks/exit'; readonly event: { readonly container_id: string; readonly id: string } }
+  | { readonly namespace: string; readonly topic: '/containers/update'; readonly event: { readonly id: string; readonly labels: Readonly<Record<string, string>> } }
+  | { readonly namespace: string; readonly topic: '/containers/delete'; readonly event: { readonly id: string } };
 
+/** The topic of an event portstream follows. */
 export type ContainerdTopic = ContainerdEvent['topic'];
+/** The topics `events()` subscribes to. */
 export const containerdTopics: readonly ContainerdTopic[] = ['/tasks/start', '/tasks/exit', '/containers/update', '/containers/delete'];
 
 /**
  * A task from `Tasks.List`: its container and whether it runs. containerd 1.6 fills in only `id`
  * (the container's ID) and leaves `container_id` empty; either one names the container.
  */
-export type ContainerdTask = Pick<Process__Output, 'container_id' | 'id' | 'status'>;
+export interface ContainerdTask {
+  readonly container_id: string;
+  readonly id: string;
+  readonly status: ContainerdTaskStatus;
+}
+
+/** A task's state, as containerd's `containerd.v1.types.Status` enum names it. */
+export type ContainerdTaskStatus = 'UNKNOWN' | 'CREATED' | 'RUNNING' | 'STOPPED' | 'PAUSED' | 'PAUSING';
 /** A container from `Containers.Get`: its labels are where nerdctl writes the ports. */
-export type ContainerdContainer = Pick<Container__Output, 'id' | 'labels'>;
+export interface ContainerdContainer {
+  readonly id: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
 
 /** Emitted by `events()` once the subscription is known to be live, before any event it passes on. */
 export const CONTAINERD_EVENTS_OPEN = Symbol('containerd events open');
@@ -57,21 +63,28 @@ export const CONTAINERD_EVENTS_OPEN = Symbol('containerd events open');
  * `grpcContainerdClient` is the real one; tests script their own.
  */
 export interface ContainerdClient {
+  /** `Events.Subscribe` in every namespace: CONTAINERD_EVENTS_OPEN once live, then each event. */
   events(): Observable<typeof CONTAINERD_EVENTS_OPEN | ContainerdEvent>;
+  /** `Namespaces.List`: every namespace's name, once. */
   namespaces(): Observable<readonly string[]>;
+  /** `Tasks.List` in `namespace`, once. */
   tasks(namespace: string): Observable<readonly ContainerdTask[]>;
+  /** `Containers.Get` of `id` in `namespace`, once; NOT_FOUND when it is gone. */
   container(namespace: string, id: string): Observable<ContainerdContainer>;
+  /** `<stateDir>/network-config.json`'s text, once; undefined when there is no such file. */
   networkConfig(stateDir: string): Observable<string | undefined>;
 }
 
+/** How `containerdEvents` logs, backs off and scans. */
 export interface ContainerdStreamOptions {
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
-  readonly scheduler?: SchedulerLike;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** How many `Containers.Get` calls the start-up scan keeps in flight (default 8). */
-  readonly lookupConcurrency?: number;
+  readonly lookupConcurrency?: number | undefined;
   /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
-  readonly connection?: ConnectionReporter;
+  readonly connection?: ConnectionReporter | undefined;
 }
 
 /** A forward's owner: containerd's IDs are unique only within a namespace. */
@@ -98,7 +111,7 @@ const grpcNotFound = 5;
  *   events:      ----------s-----u(a)--------------------u(a)-------r(a)-----(back-off)--s--...
  */
 export function containerdEvents(client: ContainerdClient, opts: ContainerdStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('containerd');
+  const log = moduleLogger('containerd', opts.logger);
   const concurrency = opts.lookupConcurrency ?? 8;
   let connected = false;
   return defer(() => {

@@ -29,11 +29,13 @@ export interface DockerEvent {
   readonly timeNano?: number;
 }
 
+/** The slice of an entry of Docker's container list that portstream reads. */
 export interface DockerContainerSummary {
   readonly Id: string;
   readonly Ports?: readonly ListPort[] | null;
 }
 
+/** The slice of a container inspect that portstream reads. */
 export interface DockerContainerInspect {
   readonly Id: string;
   readonly State?: { readonly Running?: boolean };
@@ -49,21 +51,27 @@ export const EVENTS_OPEN = Symbol('docker events open');
  * is the real one; tests script their own.
  */
 export interface DockerClient {
+  /** `GET /events` for container starts and stops: EVENTS_OPEN once open, then each event. */
   events(): Observable<typeof EVENTS_OPEN | DockerEvent>;
+  /** `GET /containers/json`: the running containers, once. */
   listContainers(): Observable<readonly DockerContainerSummary[]>;
+  /** `GET /containers/ID/json`: one container, once; errors when it is gone. */
   inspect(id: string): Observable<DockerContainerInspect>;
 }
 
+/** How `dockerEvents` logs, backs off and bounds its requests. */
 export interface DockerStreamOptions {
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
   /** Bound on one list or inspect: a hung engine is treated as a lost one (reconnect, re-list). */
-  readonly requestTimeoutMs?: number;
-  readonly scheduler?: SchedulerLike;
+  readonly requestTimeoutMs?: number | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
-  readonly connection?: ConnectionReporter;
+  readonly connection?: ConnectionReporter | undefined;
 }
 
+/** The values `dockerEvents` uses for the options left out. */
 export const dockerDefaults = { requestTimeoutMs: 15_000 } as const;
 
 const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
@@ -81,7 +89,7 @@ const removals: ReadonlySet<string> = new Set(['die', 'stop', 'destroy']);
  *   events:  ----------s-----u(c1)-----r(c1)-----(back-off)--s--...
  */
 export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('docker');
+  const log = moduleLogger('docker', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const bounded = boundedBy(opts.requestTimeoutMs ?? dockerDefaults.requestTimeoutMs, scheduler);
   let connected = false;

@@ -1,7 +1,7 @@
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
-import { Observable } from 'rxjs';
+import { defer, from, Observable, switchMap } from 'rxjs';
 import { abortable } from './abortable.js';
 import { moduleLogger, type Logger } from '../src/log.js';
 import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
@@ -9,60 +9,108 @@ import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type Docke
 const eventFilters = { type: ['container' as const], event: ['start', 'die', 'stop', 'destroy'] };
 
 /**
- * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
- * `DOCKER_HOST`, else `/var/run/docker.sock`.
+ * Where dockerode connects: a unix socket, or a TCP host and port. The subset of dockerode's own
+ * options that portstream passes on, named here so that the package's types need no @types.
  */
-export function dockerodeClient(options?: Docker.DockerOptions, log: Logger = moduleLogger('docker')): DockerClient {
-  const docker = new Docker(options);
-  const socketPath = (docker.modem as { socketPath?: unknown }).socketPath;
-  const get = typeof socketPath === 'string' ? unixGetter(socketPath) : undefined;
+export interface DockerConnection {
+  /** A unix socket path, e.g. `/var/run/docker.sock`. */
+  readonly socketPath?: string | undefined;
+  readonly host?: string | undefined;
+  readonly port?: number | string | undefined;
+  readonly protocol?: 'http' | 'https' | undefined;
+  /** Milliseconds before a request without an answer fails (dockerode's own, beside ours). */
+  readonly timeout?: number | undefined;
+}
+
+/** Where `dockerodeClient` connects, and where it logs. */
+export interface DockerodeClientOptions extends DockerConnection {
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+}
+
+/**
+ * The real engine behind `DockerClient`, through dockerode. Without options dockerode follows
+ * `DOCKER_HOST`, else `/var/run/docker.sock`. dockerode (with ssh2) takes ~100 ms to import, so it
+ * is loaded at the first request, not with this module.
+ */
+export function dockerodeClient(options: DockerodeClientOptions = {}): DockerClient {
+  const { logger, ...connection } = options;
+  const log = moduleLogger('docker', logger);
+  let engine: Promise<Engine> | undefined;
+  const withEngine = <T>(use: (engine: Engine) => Observable<T>): Observable<T> =>
+    defer(() => from((engine ??= import('dockerode').then(({ default: Docker }) => engineOf(new Docker(definedOnly(connection))))))).pipe(switchMap(use));
   return {
-    events: () =>
-      new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
-        let stream: NodeJS.ReadableStream | undefined;
-        let closed = false;
-        // A dockerd that hangs before answering would otherwise keep this request open for good.
-        const request = new AbortController();
-        docker.getEvents({ filters: eventFilters, abortSignal: request.signal }).then(
-          (s) => {
-            stream = s;
-            if (closed) {
-              destroy(s);
-              return;
-            }
-            // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
-            s.on('error', (err: Error) => { subscriber.error(err); });
-            s.on('close', () => { subscriber.complete(); });
-            subscriber.next(EVENTS_OPEN);
-            const lines = createInterface({ input: s, crlfDelay: Infinity });
-            lines.on('line', (line) => {
-              if (line.trim() === '') return;
-              try {
-                subscriber.next(JSON.parse(line) as DockerEvent);
-              } catch {
-                log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
-              }
-            });
-            lines.on('close', () => { subscriber.complete(); });
-            // readline re-raises an aborted response (dockerd killed) on itself; unhandled, that
-            // would crash the agent with an uncaught ECONNRESET.
-            lines.on('error', (err: Error) => { subscriber.error(err); });
-          },
-          (err: unknown) => { subscriber.error(err); },
-        );
-        return () => {
-          closed = true;
-          if (stream) destroy(stream);
-          else request.abort();
-        };
-      }),
+    events: () => withEngine(({ docker }) => engineEvents(docker, log)),
     listContainers: () =>
-      abortable((signal) => (get ? get<DockerContainerSummary[]>('/containers/json', signal) : (docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>))),
+      withEngine(({ docker, get }) =>
+        abortable((signal) => (get ? get<DockerContainerSummary[]>('/containers/json', signal) : (docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>))),
+      ),
     inspect: (id) =>
-      abortable((signal) =>
-        get ? get<DockerContainerInspect>(`/containers/${encodeURIComponent(id)}/json`, signal) : (docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>),
+      withEngine(({ docker, get }) =>
+        abortable((signal) =>
+          get ? get<DockerContainerInspect>(`/containers/${encodeURIComponent(id)}/json`, signal) : (docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>),
+        ),
       ),
   };
+}
+
+/** dockerode, and a direct GET on its unix socket when it has one (see `unixGetter`). */
+interface Engine {
+  readonly docker: Docker;
+  readonly get: (<T>(path: string, signal: AbortSignal) => Promise<T>) | undefined;
+}
+
+function engineOf(docker: Docker): Engine {
+  const socketPath = (docker.modem as { socketPath?: unknown }).socketPath;
+  return { docker, get: typeof socketPath === 'string' ? unixGetter(socketPath) : undefined };
+}
+
+/** dockerode reads `'socketPath' in options`, so keys set to undefined are left out. */
+function definedOnly(options: DockerConnection): Docker.DockerOptions | undefined {
+  const set = Object.entries(options).filter(([, v]) => v !== undefined);
+  // With no options at all dockerode follows DOCKER_HOST; an empty object would not.
+  return set.length === 0 ? undefined : Object.fromEntries(set);
+}
+
+function engineEvents(docker: Docker, log: Logger): Observable<typeof EVENTS_OPEN | DockerEvent> {
+  return new Observable<typeof EVENTS_OPEN | DockerEvent>((subscriber) => {
+    let stream: NodeJS.ReadableStream | undefined;
+    let closed = false;
+    // A dockerd that hangs before answering would otherwise keep this request open for good.
+    const request = new AbortController();
+    docker.getEvents({ filters: eventFilters, abortSignal: request.signal }).then(
+      (s) => {
+        stream = s;
+        if (closed) {
+          destroy(s);
+          return;
+        }
+        // Without an error listener a killed dockerd surfaces as an uncaught ECONNRESET.
+        s.on('error', (err: Error) => { subscriber.error(err); });
+        s.on('close', () => { subscriber.complete(); });
+        subscriber.next(EVENTS_OPEN);
+        const lines = createInterface({ input: s, crlfDelay: Infinity });
+        lines.on('line', (line) => {
+          if (line.trim() === '') return;
+          try {
+            subscriber.next(JSON.parse(line) as DockerEvent);
+          } catch {
+            log.warn({ line: line.slice(0, 200) }, 'ignoring a Docker event line that is not JSON');
+          }
+        });
+        lines.on('close', () => { subscriber.complete(); });
+        // readline re-raises an aborted response (dockerd killed) on itself; unhandled, that
+        // would crash the agent with an uncaught ECONNRESET.
+        lines.on('error', (err: Error) => { subscriber.error(err); });
+      },
+      (err: unknown) => { subscriber.error(err); },
+    );
+    return () => {
+      closed = true;
+      if (stream) destroy(stream);
+      else request.abort();
+    };
+  });
 }
 
 /** Bound on one reply: a list of thousands of containers is a few MiB. */

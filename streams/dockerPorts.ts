@@ -12,6 +12,7 @@ export interface ListPort {
   readonly Type?: string;
 }
 
+/** The forwards read from a container's ports, and what could not be read. */
 export interface Parsed {
   readonly forwards: Forward[];
   /** One message per entry that could not be understood; the caller logs them. */
@@ -104,7 +105,7 @@ export function portsFromList(owner: string, ports: readonly ListPort[] | null |
 }
 
 /** `"80"` → [80]; `"8000-8002"` → [8000, 8001, 8002]; anything else → undefined. */
-export function parseRange(text: string): number[] | undefined {
+function parseRange(text: string): number[] | undefined {
   const match = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(text.trim());
   if (!match) return undefined;
   const first = Number(match[1]);

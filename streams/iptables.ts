@@ -24,13 +24,15 @@ import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../ope
 import { cniPortmapRules, parseIptablesSave, unreadableTable, type CountingRule, type Family } from './iptablesRules.js';
 import { errorMessage } from '../src/errors.js';
 import type { ConnectionReporter } from '../src/status/observer.js';
+import { definedOptions } from '../src/options.js';
 
 export type { Family } from './iptablesRules.js';
 
 /** The programs that can tell when rules change: `nft monitor`, or `stdbuf -oL xtables-monitor -e`. */
 export type MonitorKind = 'nft' | 'xtables';
 
-export const monitorCommands: Readonly<Record<MonitorKind, string>> = {
+/** Each monitor as a command line, for logs. */
+const monitorCommands: Readonly<Record<MonitorKind, string>> = {
   nft: 'nft monitor',
   xtables: 'stdbuf -oL xtables-monitor -e',
 };
@@ -55,29 +57,32 @@ export interface IptablesClient {
   version(): Observable<string>;
 }
 
+/** How `iptablesEvents` notices rule changes (monitors, polling), how it batches re-reads, and which rules count. */
 export interface IptablesStreamOptions {
-  readonly log?: Logger;
-  readonly scheduler?: SchedulerLike;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** Back-off of a failing iptables-save, and of restarting a monitor that died. */
-  readonly backoff?: BackoffOptions;
+  readonly backoff?: BackoffOptions | undefined;
   /** Monitors to try, in order; none works (or none given) → polling. Default: nft, xtables. */
-  readonly monitors?: readonly MonitorKind[];
+  readonly monitors?: readonly MonitorKind[] | undefined;
   /** A monitor that has run this long works; one that ends sooner is passed over. Default 1 s. */
-  readonly settleMs?: number;
+  readonly settleMs?: number | undefined;
   /** The first change after quiet is read at once; changes inside this window fold into one more read. Default 20 ms. */
-  readonly coalesceMs?: number;
+  readonly coalesceMs?: number | undefined;
   /** While changes keep coming the window doubles up to this. Default 500 ms. */
-  readonly maxCoalesceMs?: number;
+  readonly maxCoalesceMs?: number | undefined;
   /** A re-read even without a change, in case a monitor missed one. Default 30 s. */
-  readonly safetyMs?: number;
+  readonly safetyMs?: number | undefined;
   /** The re-read period when no monitor works. Default 2 s. */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** What counts as a published port. Default: CNI portmap. */
-  readonly rules?: readonly CountingRule[];
+  readonly rules?: readonly CountingRule[] | undefined;
   /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
-  readonly connection?: ConnectionReporter;
+  readonly connection?: ConnectionReporter | undefined;
 }
 
+/** The values `iptablesEvents` uses for the options left out. */
 export const iptablesDefaults = {
   monitors: ['nft', 'xtables'] as readonly MonitorKind[],
   settleMs: 1000,
@@ -88,7 +93,7 @@ export const iptablesDefaults = {
 } as const;
 
 /** Why the stream reads the rules; for logs and tests. */
-export type Trigger =
+type Trigger =
   | { readonly reason: 'start'; readonly mode: MonitorKind | 'poll' }
   | { readonly reason: 'settled'; readonly mode: MonitorKind }
   | { readonly reason: 'change'; readonly mode: MonitorKind }
@@ -112,9 +117,9 @@ export type Trigger =
  * (a burst of lines: the first is read at once, the rest fold into one read per window)
  */
 export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptions = {}): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('iptables');
+  const log = moduleLogger('iptables', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  const o = { ...iptablesDefaults, ...definedOptions(opts) };
   return defer(() => {
     const logged: Logged = { problems: new Set(), noIpv6: false, failing: false, lastIpv6: '', ipv6Failing: false };
     return merge(
@@ -139,7 +144,7 @@ export function iptablesEvents(client: IptablesClient, opts: IptablesStreamOptio
  *   triggers:  ss-c-S-------c-----(back-off)s-----S...
  *              s = start (one per monitor tried), S = settled (settleMs), c = change
  */
-export function ruleTriggers(
+function ruleTriggers(
   client: IptablesClient,
   log: Logger,
   scheduler: SchedulerLike,
@@ -150,7 +155,7 @@ export function ruleTriggers(
 
 /** `ruleTriggers` for one subscription (its state: what failed, which mode was announced). */
 function triggersOf(client: IptablesClient, log: Logger, scheduler: SchedulerLike, opts: IptablesStreamOptions): Observable<Trigger> {
-  const o = { ...iptablesDefaults, ...withoutUndefined(opts) };
+  const o = { ...iptablesDefaults, ...definedOptions(opts) };
   const failures: string[] = [];
   let announced: MonitorKind | 'poll' | undefined;
   const announce = (mode: MonitorKind | 'poll', message: string): void => {
@@ -319,10 +324,6 @@ interface Logged {
   /** The last IPv6 nat table read, which stands while ip6tables-save fails. */
   lastIpv6: string;
   ipv6Failing: boolean;
-}
-
-function withoutUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function code(error: unknown): unknown {

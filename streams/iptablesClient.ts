@@ -16,9 +16,10 @@ const monitorArgv: Readonly<Record<MonitorKind, () => readonly [string, ...strin
   xtables: () => ['stdbuf', '-oL', findCommand('xtables-monitor'), '-e'],
 };
 
+/** How `nodeIptablesClient` bounds the commands it runs. */
 export interface NodeIptablesClientOptions {
   /** A command that has not finished after this long is killed and counts as failed. Default 30 s. */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
 }
 
 /**
@@ -105,7 +106,7 @@ function monitorLines([cmd, ...args]: readonly [string, ...string[]]): Observabl
 const sbin = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
 /** `name` on PATH, else in the sbin directories; the bare name when found nowhere (spawn reports ENOENT). */
-export function findCommand(name: string, path: string = process.env['PATH'] ?? ''): string {
+function findCommand(name: string, path: string = process.env['PATH'] ?? ''): string {
   for (const dir of [...path.split(delimiter), ...sbin]) {
     if (dir === '') continue;
     const candidate = join(dir, name);

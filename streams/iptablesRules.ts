@@ -11,6 +11,7 @@ import { isValidPort, type Forward, type Protocol } from '../src/model.js';
  * becomes one problem, and the rest of the text still counts.
  */
 
+/** The IP family of a table: `iptables-save` or `ip6tables-save`. */
 export type Family = 'ipv4' | 'ipv6';
 
 /**
@@ -40,6 +41,7 @@ export const cniPortmapRules: readonly CountingRule[] = [
 /** A rule whose port range is wider than this is reported, not published (each port is a listener). */
 export const maxPortsPerRule = 4096;
 
+/** The forwards read from a nat table, and the lines that could not be read. */
 export interface Parsed {
   readonly forwards: Forward[];
   /** One message per line that could not be understood; the caller logs them. */

@@ -28,6 +28,7 @@ export interface KubeServicePort {
   readonly nodePort?: number;
 }
 
+/** The forwards of one Service, its owner, and what could not be used. */
 export interface ServiceForwards {
   /** The Service's UID, the owner of its forwards; undefined when the object has none. */
   readonly owner: string | undefined;

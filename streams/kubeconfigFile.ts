@@ -4,18 +4,22 @@ import { basename, dirname } from 'node:path';
 import { concatMap, debounceTime, defer, distinctUntilChanged, filter, interval, merge, Observable, retry, startWith, timer } from 'rxjs';
 import { moduleLogger, type Logger } from '../src/log.js';
 
+/** How `watchFileContents` polls a file, waits for a write to settle, and names it in logs. */
 export interface FileWatchOptions {
   /** The slow stat poll that backs up fs.watch (a directory that does not exist yet, a stale watch). Default 5 s. */
-  readonly pollMs?: number;
+  readonly pollMs?: number | undefined;
   /** Quiet time after a change event before the file is read, so a file still being written is read whole. Default 100 ms. */
-  readonly settleMs?: number;
+  readonly settleMs?: number | undefined;
   /** What the file is, for log lines. Default `kubeconfig`. */
-  readonly what?: string;
-  readonly log?: Logger;
+  readonly what?: string | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
-export const defaultPollMs = 5_000;
-export const defaultSettleMs = 100;
+/** The period of the stat poll that backs up fs.watch, in ms. */
+const defaultPollMs = 5_000;
+/** How long after a change event the file is read, in ms (so it is read whole). */
+const defaultSettleMs = 100;
 
 /**
  * A file's contents, now and whenever it changes: nothing while the file does not exist (k3s
@@ -35,7 +39,7 @@ export function watchFileContents(path: string, opts: FileWatchOptions = {}): Ob
   const pollMs = opts.pollMs ?? defaultPollMs;
   const settleMs = opts.settleMs ?? defaultSettleMs;
   const what = opts.what ?? 'kubeconfig';
-  const log = opts.log ?? moduleLogger('kubernetes');
+  const log = moduleLogger('kubernetes', opts.logger);
   const dir = dirname(path);
   const name = basename(path);
 

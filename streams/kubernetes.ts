@@ -57,27 +57,31 @@ export interface KubeServicesClient {
   watchServices(resourceVersion: string): Observable<KubeWatchEvent>;
 }
 
+/** How `kubernetesServices` publishes Services and bounds its requests. */
 export interface KubernetesStreamOptions {
   /** The host IP of every forward: `-k8sServiceListenerAddr` (`0.0.0.0` or `127.0.0.1`). */
   readonly listenerAddr: string;
   /** `-k8sAPIPort`: forwarded (TCP) from the start as the owner `kubernetes/apiserver`. Leave out for none. */
-  readonly apiPort?: number;
-  readonly log?: Logger;
-  readonly backoff?: BackoffOptions;
-  readonly scheduler?: SchedulerLike;
+  readonly apiPort?: number | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly backoff?: BackoffOptions | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
   /** A list that has not answered by then counts as a failed connection. Default 30 s. */
-  readonly listTimeoutMs?: number;
+  readonly listTimeoutMs?: number | undefined;
   /**
    * A watch is cut and the Services re-listed after this long, in case the server's own
    * `timeoutSeconds` never arrives (a half-open connection). Default 15 min.
    */
-  readonly maxWatchMs?: number;
+  readonly maxWatchMs?: number | undefined;
   /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
-  readonly connection?: ConnectionReporter;
+  readonly connection?: ConnectionReporter | undefined;
 }
 
-export const defaultListTimeoutMs = 30_000;
-export const defaultMaxWatchMs = 15 * 60_000;
+/** The default bound on a Service list, in ms. */
+const defaultListTimeoutMs = 30_000;
+/** The default longest life of one watch, in ms. */
+const defaultMaxWatchMs = 15 * 60_000;
 
 /** A watch `ERROR` event, or an HTTP error status on the watch or the list. */
 export class KubeStatusError extends Error {
@@ -115,7 +119,7 @@ class WatchEnded extends Error {}
  * in virtual time for the marble tests.
  */
 export function kubernetesServices(clients: Observable<KubeServicesClient>, opts: KubernetesStreamOptions): Observable<SourceEvent> {
-  const log = opts.log ?? moduleLogger('kubernetes');
+  const log = moduleLogger('kubernetes', opts.logger);
   const base: [string, readonly Forward[]][] =
     opts.apiPort === undefined ? [] : [[apiServerOwner, [apiServerForward(opts.listenerAddr, opts.apiPort)]]];
   return defer(() => {

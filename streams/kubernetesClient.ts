@@ -1,29 +1,22 @@
 import { STATUS_CODES } from 'node:http';
 import { dirname } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
-import { catchError, concatMap, defer, EMPTY, map, Observable, throwError } from 'rxjs';
-import { moduleLogger, type Logger } from '../src/log.js';
+import { catchError, map, Observable, throwError } from 'rxjs';
 import { abortable } from './abortable.js';
-import { watchFileContents, type FileWatchOptions } from './kubeconfigFile.js';
+import type { KubeClientOptions } from './kubeconfigClients.js';
 import { KubeStatusError, type KubeServiceList, type KubeServicesClient, type KubeStatus, type KubeWatchEvent } from './kubernetes.js';
 import { errorMessage } from '../src/errors.js';
 import { evaluateEmbedded } from '../src/embedded.js';
 
 type K8s = typeof k8s;
 
-export interface KubeClientOptions {
-  /**
-   * Asked of the server for each watch (`timeoutSeconds`): the server ends the watch after it and
-   * the stream re-lists. Default 300 (client-go picks 5 to 10 minutes).
-   */
-  readonly watchTimeoutSeconds?: number;
-  readonly log?: Logger;
-}
+export type { KubeClientOptions } from './kubeconfigClients.js';
 
-export const defaultWatchTimeoutSeconds = 300;
+/** The watch's `timeoutSeconds` when none is given. */
+const defaultWatchTimeoutSeconds = 300;
 
 /** Where every Service of every namespace lives (list and watch alike). */
-export const servicesPath = '/api/v1/services';
+const servicesPath = '/api/v1/services';
 
 // The library takes 300-400 ms to import: load it only when a kubeconfig is there to use.
 let library: Promise<K8s> | undefined;
@@ -123,28 +116,6 @@ export async function clientFromKubeconfig(
   return { client: kubeServicesClient(lib, kc, opts), server: cluster.server };
 }
 
-/**
- * One client per version of the kubeconfig at `path`, for `kubernetesServices`: none while the
- * file does not exist, a new one whenever it is replaced by something different. A file that is
- * not a usable kubeconfig gets one log line and is waited on until it changes again.
- */
-export function kubeconfigClients(path: string, opts: KubeClientOptions & FileWatchOptions = {}): Observable<KubeServicesClient> {
-  const log = opts.log ?? moduleLogger('kubernetes');
-  return watchFileContents(path, { ...opts, log }).pipe(
-    concatMap((text) =>
-      defer(() => clientFromKubeconfig(text, path, opts)).pipe(
-        map(({ client, server }) => {
-          log.info({ path, server }, `loaded the kubeconfig ${path}; watching Services at ${server}`);
-          return client;
-        }),
-        catchError((error: unknown) => {
-          log.warn({ path }, `cannot use the kubeconfig ${path}: ${errorMessage(error)}; waiting for it to change`);
-          return EMPTY;
-        }),
-      ),
-    ),
-  );
-}
 
 /**
  * A short error for the log: the library's ApiException puts the whole body and headers in its

@@ -5,7 +5,7 @@ import type { Parsed } from './dockerPorts.js';
 /** nerdctl's label with the container's port mappings: a JSON array of go-cni `PortMapping`s. */
 export const portsLabel = 'nerdctl/ports';
 /** nerdctl's label with the container's state directory, `/var/lib/nerdctl/<hash>/containers/<ns>/<id>`. */
-export const stateDirLabel = 'nerdctl/state-dir';
+const stateDirLabel = 'nerdctl/state-dir';
 /** The file in the state directory where newer nerdctl keeps the port mappings instead of the label. */
 export const networkConfigFile = 'network-config.json';
 

@@ -52,7 +52,8 @@ export interface ProcnetOptions {
   readonly refreshMs?: number;
   readonly backoff?: BackoffOptions;
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 /** The figures behind these are in docs/procnet.md ("Choosing the intervals"). */
@@ -71,7 +72,7 @@ export const procnetDefaults = { scanMs: 200, stableMs: 1000, fullScanMs: 2000, 
 export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observable<SourceEvent> {
   const { scanMs, stableMs, fullScanMs, refreshMs } = { ...procnetDefaults, ...withoutUndefined(opts) };
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const log = opts.log ?? moduleLogger('procnet');
+  const log = moduleLogger('procnet', opts.logger);
   return defer(() => {
     log.info(`host-network listeners: reading ${table.name}, checked every ${String(scanMs)} ms; a port is published once it has stood ${String(stableMs)} ms`);
     const gate = new StabilityGate(stableMs);

@@ -115,7 +115,7 @@ engineTest(
         sources: { flaky, docker: dockerEvents(dockerodeClient()) },
         routes: [{ sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: [], resyncMs: 0 }), sources: ['flaky', 'docker'], name: 'vtunnel' }],
         backoff: { initialMs: 100, maxMs: 200 },
-        log,
+        logger: log,
       },
       stop,
     );

@@ -71,13 +71,13 @@ function watchContainerd(): Watched {
       },
     },
   );
-  const client = grpcContainerdClient(containerd.socket, { log });
+  const client = grpcContainerdClient(containerd.socket, { logger: log });
   const received: Watched['received'] = [];
   const emitted: SourceEvent[] = [];
   const recorder = recordPortSets(
     containerdEvents(
       { ...client, events: () => client.events().pipe(tap((e) => received.push(e))) },
-      { log, backoff: { initialMs: 100, maxMs: 1_000, stableMs: 5_000 } },
+      { logger: log, backoff: { initialMs: 100, maxMs: 1_000, stableMs: 5_000 } },
     ).pipe(
       tap((e) => emitted.push(e)),
       toPortSet(),

@@ -38,7 +38,7 @@ test('containerd client: a lookup given up on is cancelled at once, not left to 
       else resolve();
     });
   });
-  const client = grpcContainerdClient(socketPath, { callTimeoutMs: 60_000, log: pino({ level: 'silent' }) });
+  const client = grpcContainerdClient(socketPath, { callTimeoutMs: 60_000, logger: pino({ level: 'silent' }) });
   t.after(() => {
     client.close();
     server.forceShutdown();
@@ -54,7 +54,7 @@ test('containerd client: a lookup given up on is cancelled at once, not left to 
 
 test('containerd client: network-config.json is read only as a regular file of bounded size; a FIFO there does not block', { timeout: 30_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'portstream-state-dirs-'));
-  const client = grpcContainerdClient(join(dir, 'no.sock'), { log: pino({ level: 'silent' }) });
+  const client = grpcContainerdClient(join(dir, 'no.sock'), { logger: pino({ level: 'silent' }) });
   t.after(() => {
     client.close();
     rmSync(dir, { recursive: true, force: true });

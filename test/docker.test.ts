@@ -68,8 +68,8 @@ if (gateFor(dockerNeeds).status === 'ok') {
 /** The agent under test, with a short back-off so a dockerd restart is noticed quickly. */
 function watchDocker(): PortSetRecorder {
   return recordPortSets(
-    dockerEvents(dockerodeClient(undefined, log), {
-      log,
+    dockerEvents(dockerodeClient({ logger: log }), {
+      logger: log,
       backoff: { initialMs: 100, maxMs: 1_000, stableMs: 5_000 },
     }).pipe(toPortSet()),
   );

@@ -52,8 +52,8 @@ async function hungDocker(t: TestContext, events: 'hang' | 'open') {
 
 /** The docker stream on `socketPath`, quick to time out and retry; unsubscribed after the test. */
 function watch(t: TestContext, socketPath: string): Subscription {
-  const options = { log: silent, requestTimeoutMs: 100, backoff: { initialMs: 20, maxMs: 40, stableMs: 10_000 } };
-  const sub = dockerEvents(dockerodeClient({ socketPath }, silent), options).subscribe();
+  const options = { logger: silent, requestTimeoutMs: 100, backoff: { initialMs: 20, maxMs: 40, stableMs: 10_000 } };
+  const sub = dockerEvents(dockerodeClient({ socketPath, logger: silent }), options).subscribe();
   t.after(() => {
     sub.unsubscribe();
   });

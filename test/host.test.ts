@@ -125,7 +125,7 @@ async function startReceiver(t: TestContext, more: Partial<HostReceiverOptions> 
   const receiver = await startHostReceiver({
     listen: { host: '127.0.0.1', port: 0 },
     backoff: { initialMs: 50, maxMs: 200, jitter: 0 },
-    log: logger.log,
+    logger: logger.log,
     ...more,
   });
   const events: HostEvent[] = [];
@@ -190,7 +190,7 @@ test('the agent\'s vtunnel sink and this receiver: a state over the 64 KiB messa
   const deltas = new Subject<{ added: Forward[]; removed: Forward[] }>();
   const vmAddrsBoth = [...vmAddrs, { network: 'ip+net', addr: 'fd00:213::2/64' }] as const;
   const reports = lastValueFrom(
-    deltas.pipe(vtunnelSink({ send: tcpSender('127.0.0.1', receiver.port, 2_000), connectAddrs: vmAddrsBoth, resyncMs: 0, log: silent }), toArray()),
+    deltas.pipe(vtunnelSink({ send: tcpSender('127.0.0.1', receiver.port, 2_000), connectAddrs: vmAddrsBoth, resyncMs: 0, logger: silent }), toArray()),
   );
   deltas.next({ added: forwards, removed: [] });
   await waitFor('every binding', () => opened.size === forwards.length);
@@ -342,7 +342,7 @@ test('UDP: a request gets its reply through the relay; two clients are two flows
   await new Promise<void>((resolve) => vmUdp.bind(port, VM, resolve));
   t.after(() => { vmUdp.close(); });
 
-  const { receiver } = await startReceiver(t, { proxy: { udpIdleTimeoutMs: 300, log: silent } });
+  const { receiver } = await startReceiver(t, { proxy: { udpIdleTimeoutMs: 300, logger: silent } });
   await sendLine(receiver, addLine(forward(port, { protocol: 'udp', containerPort: 53 })));
   await waitFor('the binding', () => receiver.bindings().get(`udp/127.0.0.1:${String(port)}`)?.state === 'listening');
 

@@ -42,7 +42,7 @@ function runSink(t: TestContext, opts: HostSwitchSinkOptions) {
         requestTimeoutMs: 1_000,
         withdrawTimeoutMs: 2_000,
         backoff: { initialMs: 50, maxMs: 200, jitter: 0 },
-        log: pino({ level: 'silent' }),
+        logger: pino({ level: 'silent' }),
         ...opts,
       }),
     )
@@ -108,7 +108,7 @@ test('forwards left from an earlier run (TCP and UDP) are adopted at start-up an
   const logger = recordingLogger();
   const web = fwd(p);
   const dns = fwd(q, { protocol: 'udp' });
-  const sink = runSink(t, { url: fake.url, log: logger.log });
+  const sink = runSink(t, { url: fake.url, logger: logger.log });
   sink.deltas.next(add(web, dns));
   await waitFor('both adopted', () => sink.reports.filter((r) => r.type === 'wrote').length === 2);
   assert.deepEqual(fake.requests, ['GET /services/forwarder/all'], 'nothing to expose: both are there');
@@ -132,7 +132,7 @@ test('"proxy already running" (exposed by someone after start-up): adopted, then
   const fake = await startFake(t);
   const p = await freePort();
   const logger = recordingLogger();
-  const sink = runSink(t, { url: fake.url, log: logger.log });
+  const sink = runSink(t, { url: fake.url, logger: logger.log });
   await waitFor('the start-up read', () => fake.requests.length === 1);
   await fake.preload(`127.0.0.1:${String(p)}`, `192.168.127.2:${String(p)}`, 'tcp');
   sink.deltas.next(add(fwd(p)));
@@ -152,7 +152,7 @@ test('a taken host port: the bind error is reported and retried until the port f
   await new Promise<void>((resolve) => squatter.listen(p, '127.0.0.1', resolve));
   t.after(() => new Promise((resolve) => squatter.close(resolve)));
   const logger = recordingLogger();
-  const sink = runSink(t, { url: fake.url, log: logger.log });
+  const sink = runSink(t, { url: fake.url, logger: logger.log });
   sink.deltas.next(add(fwd(p)));
   await waitFor('two failures', () => sink.reports.filter((r) => r.type === 'failed').length >= 2);
   const failure = sink.reports.find((r) => r.type === 'failed');
@@ -202,7 +202,7 @@ test('a 400 for a malformed request is reported and retried, and the sink goes o
 test('the host switch is down, then hangs, then answers: back-off, a timeout on every request, re-read and expose', { timeout: 30_000 }, async (t) => {
   const port = await freePort();
   const logger = recordingLogger();
-  const sink = runSink(t, { url: `http://127.0.0.1:${String(port)}`, requestTimeoutMs: 300, log: logger.log });
+  const sink = runSink(t, { url: `http://127.0.0.1:${String(port)}`, requestTimeoutMs: 300, logger: logger.log });
   sink.deltas.next(add(fwd(await freePort())));
   await waitFor('refused twice', () => sink.reports.filter((r) => r.type === 'failed').length >= 2);
   for (const r of sink.reports) assert.match(r.type === 'failed' ? r.error : '', /^could not read \/services\/forwarder\/all: .*ECONNREFUSED/);

@@ -51,9 +51,9 @@ function startAgent(streamOptions: IptablesStreamOptions = {}): RunningAgent {
   const reports: SinkReport[] = [];
   let done!: () => void;
   const finished = new Promise<void>((resolve) => (done = resolve));
-  const events = iptablesEvents(nodeIptablesClient(), { log, ...streamOptions });
+  const events = iptablesEvents(nodeIptablesClient(), { logger: log, ...streamOptions });
   const subscription = createAgent(
-    { sources: { iptables: events }, routes: [{ sink: listenerSink({ log, retryMs: 200 }), sources: ['iptables'] }] },
+    { sources: { iptables: events }, routes: [{ sink: listenerSink({ logger: log, retryMs: 200 }), sources: ['iptables'] }] },
     stop$,
   ).subscribe({
     next: (r) => reports.push(r),

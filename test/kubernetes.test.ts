@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { toPortSet } from '../operators/toPortSet.js';
 import { diff, type PortKey, type PortSet } from '../src/model.js';
 import { kubernetesServices } from '../streams/kubernetes.js';
-import { kubeconfigClients } from '../streams/kubernetesClient.js';
+import { kubeconfigClients } from '../streams/kubeconfigClients.js';
 import { makeTestPki, startFakeApiServer, type FakeApiServer, type TestPki } from './fakeApiServer.js';
 import { engineTest, recordPortSets, sleep, sorted, waitFor, type PortSetRecorder } from './engines.js';
 
@@ -47,10 +47,10 @@ function watchKube(path: string, extra: { pollMs?: number; listenerAddr?: string
     },
   );
   const rec = recordPortSets(
-    kubernetesServices(kubeconfigClients(path, { log, pollMs: extra.pollMs ?? 1_000, watchTimeoutSeconds: 60 }), {
+    kubernetesServices(kubeconfigClients(path, { logger: log, pollMs: extra.pollMs ?? 1_000, watchTimeoutSeconds: 60 }), {
       listenerAddr: extra.listenerAddr ?? '0.0.0.0',
       apiPort: 6443,
-      log,
+      logger: log,
       backoff: { initialMs: 50, maxMs: 400, stableMs: 5_000 },
       ...(extra.listTimeoutMs !== undefined && { listTimeoutMs: extra.listTimeoutMs }),
     }).pipe(toPortSet()),

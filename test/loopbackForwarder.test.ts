@@ -54,7 +54,7 @@ async function udpEchoServer(t: TestContext, ip: string, port: number): Promise<
 const udpClient6 = udpClient.replace("createSocket('udp4')", "createSocket('udp6')");
 
 async function hold(t: TestContext, s: ForwarderSpec): Promise<void> {
-  const forwarder = s.protocol === 'tcp' ? tcpForwarder(s, { log }) : udpForwarder(s, { log });
+  const forwarder = s.protocol === 'tcp' ? tcpForwarder(s, { logger: log }) : udpForwarder(s, { logger: log });
   let sub: Subscription | undefined;
   await new Promise<void>((resolve, reject) => {
     sub = forwarder.subscribe({ next: () => { resolve(); }, error: reject });

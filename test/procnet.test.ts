@@ -43,10 +43,10 @@ async function runAgent(): Promise<Running> {
   const table = nodeSocketTable(log);
   createAgent(
     {
-      sources: { procnet: procnetEvents(table, { policy, log }) },
+      sources: { procnet: procnetEvents(table, { policy, logger: log }) },
       routes: [
         {
-          sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: () => connectAddrsOf('lo'), resyncMs: 0, log }),
+          sink: vtunnelSink({ address: `127.0.0.1:${String(receiver.port)}`, connectAddrs: () => connectAddrsOf('lo'), resyncMs: 0, logger: log }),
           sources: ['procnet'],
         },
       ],

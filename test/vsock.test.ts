@@ -36,7 +36,7 @@ test('the vtunnel sink speaks AF_VSOCK for vsock://CID:PORT and retries like ove
   const { log, lines } = recordingLogger();
   const reports = await lastValueFrom(
     of({ added: [fwd(8080)], removed: [] }).pipe(
-      vtunnelSink({ address: 'vsock://3:17381', connectAddrs: [], log, withdrawTimeoutMs: 300, backoff: { initialMs: 50, maxMs: 100 } }),
+      vtunnelSink({ address: 'vsock://3:17381', connectAddrs: [], logger: log, withdrawTimeoutMs: 300, backoff: { initialMs: 50, maxMs: 100 } }),
       toArray(),
     ),
   );

@@ -39,7 +39,7 @@ function runSink(opts: Partial<VtunnelSinkOptions> & { port: number }) {
         backoff: { initialMs: 50, maxMs: 200, jitter: 0 },
         // these tests count the messages; the periodic re-send is tested in marbles/vtunnel and the fault matrix
         resyncMs: 0,
-        log: pino({ level: 'silent' }),
+        logger: pino({ level: 'silent' }),
         ...rest,
       }),
     )
@@ -86,7 +86,7 @@ test('the host end goes away and comes back empty: the sink retries and re-sends
   let receiver = await startReceiver();
   const { port } = receiver;
   const logger = recordingLogger();
-  const sink = runSink({ port, log: logger.log });
+  const sink = runSink({ port, logger: logger.log });
   const [a, b, c] = [fwd(8080), fwd(8081, { protocol: 'udp' }), fwd(8082, { hostIp: '127.0.0.1', containerPort: 80 })] as const;
   try {
     sink.deltas.next(add(a, b));
@@ -131,7 +131,7 @@ test('the host end goes away and comes back empty: the sink retries and re-sends
 test('shutdown does not hang when the host end is gone: the withdraw gives up after withdrawTimeoutMs', async () => {
   const receiver = await startReceiver();
   const logger = recordingLogger();
-  const sink = runSink({ port: receiver.port, withdrawTimeoutMs: 300, log: logger.log });
+  const sink = runSink({ port: receiver.port, withdrawTimeoutMs: 300, logger: logger.log });
   try {
     sink.deltas.next(add(fwd(8080)));
     await waitFor('the add', () => receiver.view.size === 1);

@@ -51,11 +51,12 @@ export type OpenProxy = (binding: HostBinding, target: () => string) => Observab
 export interface ManageBindingsOptions {
   readonly open: OpenProxy;
   /** This host's own addresses, asked once per message; defaults to every interface's. */
-  readonly localAddresses?: () => ReadonlySet<string>;
-  readonly backoff?: Backoff;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  readonly localAddresses?: (() => ReadonlySet<string>) | undefined;
+  readonly backoff?: Backoff | undefined;
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 /**
@@ -85,7 +86,7 @@ export interface ManageBindingsOptions {
 export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<PortMapping, BindingEvent> {
   const scheduler = opts.scheduler ?? asyncScheduler;
   const random = opts.random ?? Math.random;
-  const log = opts.log ?? moduleLogger('host');
+  const log = moduleLogger('host', opts.logger);
   const localAddresses = opts.localAddresses ?? interfaceAddresses;
 
   return (mappings$) =>

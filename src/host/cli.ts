@@ -1,7 +1,8 @@
 import type { Observable } from 'rxjs';
 import { parseFlags, usage } from '../flags.js';
 import { errorMessage } from '../errors.js';
-import { moduleLogger, rootLogger } from '../log.js';
+import { moduleLogger } from '../log.js';
+import { cliLogger } from '../cliLogger.js';
 import { parseListenAddr, receiverDefaults, startHostReceiver, type HostReceiver } from './receiver.js';
 
 /** The host side's flags, Go style like the agent's. */
@@ -23,6 +24,7 @@ export interface HostIo {
   readonly stop$: Observable<unknown>;
 }
 
+/** The `portstream host` usage text, for `-help` and bad flags. */
 export function hostUsage(program = 'portstream host'): string {
   return usage(hostFlags, program);
 }
@@ -52,12 +54,12 @@ export async function runHost(argv: readonly string[], io: HostIo): Promise<numb
     io.stderr.write(`portstream host: invalid value ${JSON.stringify(listen)} for flag -listen: ${address.error}\n${hostUsage()}`);
     return 2;
   }
-  if (debug) rootLogger().level = 'debug';
-  const log = moduleLogger('host');
+  const logger = cliLogger(process.env, debug);
+  const log = moduleLogger('host', logger);
 
   let receiver: HostReceiver;
   try {
-    receiver = await startHostReceiver({ listen: address, log });
+    receiver = await startHostReceiver({ listen: address, logger });
   } catch (err) {
     log.fatal({ err: errorMessage(err) }, `portstream host cannot start: ${errorMessage(err)}`);
     return 1;

@@ -13,28 +13,31 @@ import { type HostBinding } from '../wire/parsePortMapping.js';
  * everything it carries.
  */
 
+/** How the host's proxies connect, buffer, bound UDP flows and log. */
 export interface ProxyOptions {
   /** A UDP flow (one client address and port) is closed after this long without a datagram either way. */
-  readonly udpIdleTimeoutMs?: number;
+  readonly udpIdleTimeoutMs?: number | undefined;
   /** At most this many UDP flows per binding; the least recently used is closed to make room. */
-  readonly maxUdpFlows?: number;
+  readonly maxUdpFlows?: number | undefined;
   /** Bound on connecting to the VM; the client's connection is reset when it passes. */
-  readonly connectTimeoutMs?: number;
+  readonly connectTimeoutMs?: number | undefined;
   /**
    * Stream high-water mark of a TCP connection's sockets. It bounds an upload only where the
    * client's socket is piped (a Node whose internals `withReadBuffer` does not recognise); the
    * relays write one read buffer at a time and wait for it.
    */
-  readonly highWaterMark?: number;
+  readonly highWaterMark?: number | undefined;
   /**
    * Read buffer of each direction of a TCP connection: each read takes up to this much, and it is
    * passed on without a copy. 512 KiB keeps a proxied transfer within about 0.8 of a direct one
    * on loopback (64 KiB, Node's own: about 0.6).
    */
-  readonly readBufferBytes?: number;
-  readonly log?: Logger;
+  readonly readBufferBytes?: number | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
+/** The values the proxies use for the options left out. */
 export const proxyDefaults = {
   udpIdleTimeoutMs: 60_000,
   maxUdpFlows: 4096,
@@ -61,7 +64,7 @@ export function proxyOpener(opts: ProxyOptions = {}): OpenProxy {
  * VM is reset.
  */
 export function tcpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = opts.log ?? moduleLogger('host-proxy');
+  const log = moduleLogger('host-proxy', opts.logger);
   const connectTimeoutMs = opts.connectTimeoutMs ?? proxyDefaults.connectTimeoutMs;
   const highWaterMark = opts.highWaterMark ?? proxyDefaults.highWaterMark;
   const readBufferBytes = opts.readBufferBytes ?? proxyDefaults.readBufferBytes;
@@ -146,7 +149,7 @@ interface Flow {
  * port count as replies. A flow closes after `udpIdleTimeoutMs` without traffic either way.
  */
 export function udpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = opts.log ?? moduleLogger('host-proxy');
+  const log = moduleLogger('host-proxy', opts.logger);
   const idleMs = opts.udpIdleTimeoutMs ?? proxyDefaults.udpIdleTimeoutMs;
   const maxFlows = opts.maxUdpFlows ?? proxyDefaults.maxUdpFlows;
   const where = hostPort(binding.hostIp, binding.hostPort);

@@ -19,25 +19,31 @@ import { proxyOpener, type ProxyOptions } from './proxy.js';
  *   await host.close();
  */
 
+/** Where the host receiver listens, how it bounds its clients, and how it stops and logs. */
 export interface HostReceiverOptions {
   /** Where the agent's messages arrive: `HOST:PORT` (`[::1]:PORT`), or host and port (port 0: any). */
   readonly listen: string | { readonly host: string; readonly port: number };
   /** A message larger than this is dropped unread. */
-  readonly maxMessageBytes?: number;
+  readonly maxMessageBytes?: number | undefined;
   /** A client must send its whole message within this; otherwise it is logged and disconnected. */
-  readonly messageTimeoutMs?: number;
+  readonly messageTimeoutMs?: number | undefined;
   /** Connections beyond this many at once are closed at once. */
-  readonly maxClients?: number;
-  readonly proxy?: ProxyOptions;
+  readonly maxClients?: number | undefined;
+  readonly proxy?: ProxyOptions | undefined;
   /** Replaces the real proxies (tests). */
-  readonly open?: OpenProxy;
+  readonly open?: OpenProxy | undefined;
   /** Back-off of a listen that fails (host port taken). */
-  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'>;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  readonly backoff?: Pick<BackoffOptions, 'initialMs' | 'maxMs' | 'factor' | 'jitter'> | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  /** `startHostReceiver` only: aborting it closes the receiver, as `close()` does. */
+  readonly signal?: AbortSignal | undefined;
 }
 
+/** The values the receiver uses for the options left out. */
 export const receiverDefaults = { listen: '127.0.0.1:3040', messageTimeoutMs: 10_000, maxClients: 64 } as const;
 
 /** At most one line per this long about connections turned away. */
@@ -49,6 +55,7 @@ export type ServerEvent =
   | { readonly type: 'message'; readonly from: string; readonly mapping: PortMapping }
   | { readonly type: 'rejected'; readonly from: string; readonly error: string };
 
+/** Everything the receiver tells: its server's events and what each message did to the bindings. */
 export type HostEvent = ServerEvent | BindingEvent;
 
 /** Splits `-listen`; the error is one line for the command line. */
@@ -86,7 +93,7 @@ export function readChunk(read: LineRead, chunk: Buffer, maxBytes: number): { re
  * and every client connection.
  */
 export function portMappingServer(opts: HostReceiverOptions): Observable<ServerEvent> {
-  const log = opts.log ?? moduleLogger('host');
+  const log = moduleLogger('host', opts.logger);
   const maxBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const messageTimeoutMs = opts.messageTimeoutMs ?? receiverDefaults.messageTimeoutMs;
   const maxClients = opts.maxClients ?? receiverDefaults.maxClients;
@@ -221,16 +228,15 @@ function readPortMapping(socket: net.Socket, opts: { readonly maxBytes: number; 
  * to the bindings. Subscribing starts it; unsubscribing closes every listener and connection.
  */
 export function hostReceiver(opts: HostReceiverOptions): Observable<HostEvent> {
-  const log = opts.log ?? moduleLogger('host');
-  const open = opts.open ?? proxyOpener({ ...opts.proxy, log: opts.proxy?.log ?? log });
+  const open = opts.open ?? proxyOpener({ ...opts.proxy, logger: opts.proxy?.logger ?? opts.logger });
   return defer(() => {
-    const server$ = portMappingServer({ ...opts, log }).pipe(share());
+    const server$ = portMappingServer(opts).pipe(share());
     const bindings$ = server$.pipe(
       filter((e): e is Extract<ServerEvent, { type: 'message' }> => e.type === 'message'),
       map((e) => e.mapping),
       manageBindings({
         open,
-        log,
+        logger: opts.logger,
         ...(opts.backoff && { backoff: opts.backoff }),
         ...(opts.random && { random: opts.random }),
         ...(opts.scheduler && { scheduler: opts.scheduler }),
@@ -249,6 +255,7 @@ export interface BindingStatus {
   readonly error?: string;
 }
 
+/** A running host receiver, as `startHostReceiver` resolves it. */
 export interface HostReceiver {
   /** Where it receives, as bound (the port is the real one when 0 was asked for). */
   readonly host: string;
@@ -314,7 +321,17 @@ export function startHostReceiver(opts: HostReceiverOptions): Promise<HostReceiv
       },
     });
 
+    const { signal } = opts;
+    const onAbort = (): void => {
+      const reason: unknown = signal?.reason;
+      if (!started) reject(reason instanceof Error ? reason : new Error(`aborted (${String(reason)})`));
+      void close();
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+
     async function close(): Promise<void> {
+      signal?.removeEventListener('abort', onAbort);
       subscription.unsubscribe();
       state.clear();
       events.complete();

@@ -13,16 +13,19 @@ import { inSubnet, type ForwarderSpec } from './plan.js';
  * killed agent leaves no socket and no rule behind.
  */
 
+/** How a loopback forwarder bounds its UDP flows and buffers, and where it logs. */
 export interface ForwarderOptions {
   /** A UDP flow (one peer address and port) closes after this long without a datagram either way. */
-  readonly udpIdleTimeoutMs?: number;
+  readonly udpIdleTimeoutMs?: number | undefined;
   /** At most this many UDP flows per forwarder; the least recently used makes room. */
-  readonly maxUdpFlows?: number;
+  readonly maxUdpFlows?: number | undefined;
   /** Read buffer of the download direction (loopback service to host), passed on without a copy. */
-  readonly readBufferBytes?: number;
-  readonly log?: Logger;
+  readonly readBufferBytes?: number | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
+/** The values a forwarder uses for the options left out. */
 export const forwarderDefaults = { udpIdleTimeoutMs: 60_000, maxUdpFlows: 1024, readBufferBytes: 256 * 1024 } as const;
 
 /** The forwarder for `spec`'s protocol. */
@@ -40,7 +43,7 @@ const allowed = (spec: ForwarderSpec, peer: string | undefined): boolean => peer
  * stays at one buffer per direction. A peer outside the allowed subnets is reset unread.
  */
 export function tcpForwarder(spec: ForwarderSpec, opts: ForwarderOptions = {}): Observable<void> {
-  const log = opts.log ?? moduleLogger('loopback');
+  const log = moduleLogger('loopback', opts.logger);
   const bufferBytes = opts.readBufferBytes ?? forwarderDefaults.readBufferBytes;
   return new Observable<void>((subscriber) => {
     const sockets = new Set<net.Socket>();
@@ -124,7 +127,7 @@ interface Flow {
  * least recently used one closes. Datagrams from outside the allowed subnets are dropped.
  */
 export function udpForwarder(spec: ForwarderSpec, opts: ForwarderOptions = {}): Observable<void> {
-  const log = opts.log ?? moduleLogger('loopback');
+  const log = moduleLogger('loopback', opts.logger);
   const idleMs = opts.udpIdleTimeoutMs ?? forwarderDefaults.udpIdleTimeoutMs;
   const maxFlows = opts.maxUdpFlows ?? forwarderDefaults.maxUdpFlows;
   const type = spec.listenIp.includes(':') ? 'udp6' : 'udp4';

@@ -51,6 +51,7 @@ function usable(addr: ListenAddr): boolean {
   return !/^fe[89ab][0-9a-f]:/i.test(addr.ip);
 }
 
+/** The forwarders the desired forwards call for, and the ports skipped with why. */
 export interface Planned {
   readonly forwarders: ReadonlyMap<string, ForwarderSpec>;
   /** Loopback forwards that get no forwarder, with why (one log line each). */
@@ -104,6 +105,7 @@ export function plan(desired: PortSet, addrs: readonly ListenAddr[], ipv6: boole
   return { forwarders, skipped };
 }
 
+/** What the loopback reconciler knows: the desired set, the addresses, what runs and what is skipped. */
 export interface LoopbackState {
   readonly desired: PortSet;
   readonly addrs: readonly ListenAddr[];
@@ -111,13 +113,16 @@ export interface LoopbackState {
   readonly skipped: ReadonlyMap<PortKey, string>;
 }
 
+/** What the reconciler is fed: a delta of the merged forwards, or the VM's addresses read again. */
 export type LoopbackInput = { readonly type: 'delta'; readonly delta: PortDelta } | { readonly type: 'addrs'; readonly addrs: readonly ListenAddr[] };
 
+/** What the reconciler asks the sink to do. */
 export type LoopbackCommand =
   | { readonly type: 'open'; readonly spec: ForwarderSpec }
   | { readonly type: 'close'; readonly spec: ForwarderSpec }
   | { readonly type: 'skip'; readonly key: PortKey; readonly why: string };
 
+/** The state before any input: nothing desired or running. */
 export const initialLoopbackState = (addrs: readonly ListenAddr[] = []): LoopbackState => ({ desired: new Map(), addrs, running: new Map(), skipped: new Map() });
 
 /**

@@ -8,22 +8,26 @@ import type { Sink, SinkReport } from '../sinks/sink.js';
 import { openForwarder } from './forwarder.js';
 import { initialLoopbackState, reconcile, type ForwarderSpec, type ListenAddr, type LoopbackCommand, type LoopbackInput, type LoopbackState } from './plan.js';
 
+/** Where the loopback sink listens, how it retries, and where it logs. */
 export interface LoopbackSinkOptions {
   /** The VM addresses the host end connects to, read at start and every `rereadMs`. */
   readonly listenAddrs: () => readonly ListenAddr[];
   /** Whether the sink beside this one carries IPv6 (vtunnel yes, host-switch no). */
   readonly ipv6: boolean;
   /** How a forwarder is held (the real sockets by default; tests script their own). */
-  readonly open?: (spec: ForwarderSpec) => Observable<unknown>;
+  readonly open?: ((spec: ForwarderSpec) => Observable<unknown>) | undefined;
   /** How often the addresses are read again (they change when the VM's network is re-made). Default 5 s. */
-  readonly rereadMs?: number;
+  readonly rereadMs?: number | undefined;
   /** Wait before trying a forwarder again whose listen failed. Default 2 s, jittered. */
-  readonly retryMs?: number;
-  readonly random?: () => number;
-  readonly log?: Logger;
-  readonly scheduler?: SchedulerLike;
+  readonly retryMs?: number | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
+/** The values the loopback sink uses for the options left out. */
 export const loopbackDefaults = { rereadMs: 5000, retryMs: 2000 } as const;
 
 const sinkName = 'loopback';
@@ -41,9 +45,9 @@ const sinkName = 'loopback';
  *   reports:    --w-------------------------w-----------------------(d|)
  */
 export function loopbackSink(opts: LoopbackSinkOptions): Sink {
-  const log = opts.log ?? moduleLogger('loopback');
+  const log = moduleLogger('loopback', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const open = opts.open ?? openForwarder;
+  const open = opts.open ?? ((spec: ForwarderSpec) => openForwarder(spec, { logger: opts.logger }));
   const retryMs = opts.retryMs ?? loopbackDefaults.retryMs;
   const rereadMs = opts.rereadMs ?? loopbackDefaults.rereadMs;
   const random = opts.random ?? Math.random;

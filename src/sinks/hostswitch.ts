@@ -43,32 +43,36 @@ import type { Sink, SinkReport } from './sink.js';
 export { httpRequester };
 export type { HostSwitchRequest, HostSwitchRequester, HostSwitchResponse };
 
+/** Where the host-switch sink sends, how it addresses forwards, and how it retries and logs. */
 export interface HostSwitchSinkOptions {
   /** `-hostSwitchURL`, e.g. `http://192.168.127.1:80`. Needed unless `request` is given. */
-  readonly url?: string;
+  readonly url?: string | undefined;
   /** Replaces the HTTP client (tests, or a transport of your own such as a unix socket). */
-  readonly request?: HostSwitchRequester;
+  readonly request?: HostSwitchRequester | undefined;
   /** `-tap-interface-ip`. */
-  readonly tapInterfaceIp?: string;
+  readonly tapInterfaceIp?: string | undefined;
   /** `-adminInstall`. */
-  readonly adminInstall?: boolean;
+  readonly adminInstall?: boolean | undefined;
   /** At most this many expose/unexpose requests at once. */
-  readonly concurrency?: number;
+  readonly concurrency?: number | undefined;
   /** Bound on every request. */
-  readonly requestTimeoutMs?: number;
+  readonly requestTimeoutMs?: number | undefined;
   /** Bound on withdrawing everything after the input completes. */
-  readonly withdrawTimeoutMs?: number;
+  readonly withdrawTimeoutMs?: number | undefined;
   /**
    * Re-read the host's forwards this often while something is published (0: never), so a host
    * switch that restarted empty while nothing changed here gets its forwards back.
    */
-  readonly resyncMs?: number;
-  readonly backoff?: Backoff;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  readonly resyncMs?: number | undefined;
+  readonly backoff?: Backoff | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
+/** The values the host-switch sink uses for the options left out. */
 export const hostSwitchDefaults = {
   tapInterfaceIp: '192.168.127.2',
   concurrency: 4,
@@ -117,7 +121,7 @@ export function hostSwitchSink(opts: HostSwitchSinkOptions): Sink {
     resyncMs: opts.resyncMs ?? hostSwitchDefaults.resyncMs,
     requestTimeoutMs,
     scheduler: opts.scheduler ?? asyncScheduler,
-    log: opts.log ?? moduleLogger('hostswitch'),
+    log: moduleLogger('hostswitch', opts.logger),
   };
   return (deltas$) =>
     defer(() => {

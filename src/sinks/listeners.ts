@@ -44,20 +44,25 @@ import { errorMessage } from '../errors.js';
  * `nodePlaceholders` is the real one; tests script their own.
  */
 export interface PlaceholderBinder {
+  /** Holds a placeholder for `forward` while subscribed; errors when it cannot be bound. */
   hold(forward: Forward): Observable<unknown>;
 }
 
+/** How the listener sink binds placeholders, retries a port and logs. */
 export interface ListenerSinkOptions {
-  readonly binder?: PlaceholderBinder;
+  readonly binder?: PlaceholderBinder | undefined;
   /** How long to wait before trying a port again that could not be bound (e.g. in use). Default 2 s. */
-  readonly retryMs?: number;
+  readonly retryMs?: number | undefined;
   /** Each wait is scaled by a random factor in [1 - jitter, 1 + jitter], so many ports do not retry in step. Default 0.2. */
-  readonly jitter?: number;
-  readonly random?: () => number;
-  readonly log?: Logger;
-  readonly scheduler?: SchedulerLike;
+  readonly jitter?: number | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
 }
 
+/** The values the listener sink uses for the options left out. */
 export const listenerDefaults = { retryMs: 2000, jitter: 0.2 } as const;
 
 /**
@@ -81,7 +86,7 @@ export const listenerDefaults = { retryMs: 2000, jitter: 0.2 } as const;
  */
 export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
   const binder = opts.binder ?? nodePlaceholders();
-  const log = opts.log ?? moduleLogger('listeners');
+  const log = moduleLogger('listeners', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const config: ListenerConfig = { retryMs: opts.retryMs ?? listenerDefaults.retryMs, jitter: opts.jitter ?? listenerDefaults.jitter };
   const random = opts.random ?? Math.random;

@@ -6,6 +6,7 @@ import type { Sink, SinkReport } from './sink.js';
 
 /** Where the table goes: process.stdout, or anything with `write` (and, if it can fail, `on('error')`). */
 export interface TableOutput {
+  /** Writes `text` as it is. */
   write(text: string): unknown;
   readonly isTTY?: boolean;
   /** False once the output is closed or destroyed (a Node stream's own flag). */
@@ -29,7 +30,8 @@ const guarded = new WeakSet<TableOutput>();
  * On a terminal, `logs$` (see logPane.ts) are the last log lines, drawn below the table so the
  * two never overlap.
  */
-export function tableSink(out: TableOutput = process.stdout, log: Logger = moduleLogger('table'), logs$: Observable<readonly string[]> = EMPTY): Sink {
+export function tableSink(out: TableOutput = process.stdout, logger?: Logger, logs$: Observable<readonly string[]> = EMPTY): Sink {
+  const log = moduleLogger('table', logger);
   const tty = out.isTTY === true;
   if (!guarded.has(out)) {
     guarded.add(out);
@@ -91,6 +93,7 @@ export function tableSink(out: TableOutput = process.stdout, log: Logger = modul
 
 const clearScreen = '\x1b[H\x1b[2J';
 
+/** Forwards as JSON lines, one `{event, ...forward}` each, for output that is not a terminal. */
 export function jsonLines(event: 'add' | 'remove', forwards: readonly Forward[]): string {
   return forwards.map((f) => JSON.stringify({ event, ...f }) + '\n').join('');
 }

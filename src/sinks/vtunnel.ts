@@ -40,31 +40,35 @@ import { errorMessage } from '../errors.js';
 export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 export { planRound, type Round } from './vtunnelReconcile.js';
 
+/** Where the vtunnel sink sends, what it tells the host, and how it bounds, retries and logs. */
 export interface VtunnelSinkOptions {
   /** The vtunnel peer, `host:port` (`-vtunnelAddr`). Used for the default `send` and in logs. */
-  readonly address?: string;
+  readonly address?: string | undefined;
   /** Delivers one message; defaults to `tcpSender` for `address`. */
-  readonly send?: VtunnelSend;
+  readonly send?: VtunnelSend | undefined;
   /** The VM's addresses for `connectAddrs`; a function is asked again for every message. */
   readonly connectAddrs: readonly ConnectAddr[] | (() => readonly ConnectAddr[]);
   /** Bound on one message, connect to close. */
-  readonly sendTimeoutMs?: number;
+  readonly sendTimeoutMs?: number | undefined;
   /** A larger set goes as several messages (the host side refuses larger ones). */
-  readonly maxMessageBytes?: number;
+  readonly maxMessageBytes?: number | undefined;
   /** Bound on withdrawing everything after the input completes, so shutdown never hangs. */
-  readonly withdrawTimeoutMs?: number;
+  readonly withdrawTimeoutMs?: number | undefined;
   /**
    * After this long without a send, the whole state is sent again (0: never). The peer owes no
    * reply, so a host end that restarted empty while nothing changed here cannot be noticed any
    * other way; adds are idempotent on the host, so the re-send is harmless.
    */
-  readonly resyncMs?: number;
-  readonly backoff?: Backoff;
-  readonly random?: () => number;
-  readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  readonly resyncMs?: number | undefined;
+  readonly backoff?: Backoff | undefined;
+  /** The random source of the jitter, in [0, 1) (tests pass a fixed one). */
+  readonly random?: (() => number) | undefined;
+  readonly scheduler?: SchedulerLike | undefined;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
+/** The values the vtunnel sink uses for the options left out. */
 export const vtunnelDefaults = { address: '127.0.0.1:3040', sendTimeoutMs: 5_000, withdrawTimeoutMs: 5_000, resyncMs: 3_000 } as const;
 
 /** Exponential back-off with jitter: `backoffDelay` scaled by a factor in [1 - jitter, 1 + jitter]. */
@@ -106,7 +110,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
     backoff: opts.backoff,
   };
   const scheduler = opts.scheduler ?? asyncScheduler;
-  const log = opts.log ?? moduleLogger('vtunnel');
+  const log = moduleLogger('vtunnel', opts.logger);
   const runRound = roundRunner(opts, config.address, scheduler);
   return (deltas$) =>
     defer(() => {
@@ -159,6 +163,7 @@ function roundRunner(opts: VtunnelSinkOptions, address: string, scheduler: Sched
   const sendTimeoutMs = opts.sendTimeoutMs ?? vtunnelDefaults.sendTimeoutMs;
   const maxMessageBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const random = opts.random ?? Math.random;
+  const log = moduleLogger('vtunnel', opts.logger);
   const send = opts.send ?? defaultSender(address, sendTimeoutMs);
   const connectAddrs = (): readonly ConnectAddr[] => (typeof opts.connectAddrs === 'function' ? opts.connectAddrs() : opts.connectAddrs);
 

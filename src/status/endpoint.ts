@@ -1,3 +1,4 @@
+import { moduleLogger, type Logger } from '../log.js';
 import type { StatusAddress } from './address.js';
 import { statusMetrics, type StatusMetrics } from './metrics.js';
 import { serveStatus, type StatusServer } from './server.js';
@@ -11,11 +12,11 @@ export interface StatusEndpoint {
   close(): Promise<void>;
 }
 
-export async function startStatusEndpoint(address: StatusAddress): Promise<StatusEndpoint> {
-  const tracker = statusTracker();
+export async function startStatusEndpoint(address: StatusAddress, logger?: Logger): Promise<StatusEndpoint> {
+  const tracker = statusTracker({ logger });
   const metrics = statusMetrics(tracker);
   try {
-    const server = await serveStatus(address, tracker, metrics);
+    const server = await serveStatus(address, tracker, metrics, moduleLogger('status', logger));
     return {
       tracker,
       metrics,

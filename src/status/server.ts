@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { errorMessage } from '../errors.js';
-import { moduleLogger, type Logger } from '../log.js';
+import { silentLogger, type Logger } from '../log.js';
 import { describeStatusAddr, type StatusAddress } from './address.js';
 import type { StatusMetrics } from './metrics.js';
 import type { StatusTracker } from './tracker.js';
@@ -16,7 +16,7 @@ export interface StatusServer {
 }
 
 /** Serves `/healthz`, `/forwards` and `/metrics` on `address`. Rejects when it cannot listen there. */
-export async function serveStatus(address: StatusAddress, tracker: StatusTracker, metrics: StatusMetrics, log: Logger = moduleLogger('status')): Promise<StatusServer> {
+export async function serveStatus(address: StatusAddress, tracker: StatusTracker, metrics: StatusMetrics, log: Logger = silentLogger): Promise<StatusServer> {
   const server = createServer((req, res) => {
     handle(req, res, tracker, metrics).catch((err: unknown) => {
       log.warn({ url: req.url }, `status request ${String(req.url)} failed: ${errorMessage(err)}`);

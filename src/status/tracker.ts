@@ -26,7 +26,8 @@ export interface StatusTrackerOptions {
   readonly now?: () => number;
   /** Where the fold of a batch of inputs runs; `asapScheduler` (right after the current task) by default. */
   readonly scheduler?: SchedulerLike;
-  readonly log?: Logger;
+  /** Where it logs, through a child naming its module; without one it logs nothing. */
+  readonly logger?: Logger | undefined;
 }
 
 /**
@@ -38,7 +39,7 @@ export interface StatusTrackerOptions {
 export function statusTracker(opts: StatusTrackerOptions = {}): StatusTracker {
   const now = opts.now ?? Date.now;
   const scheduler = opts.scheduler ?? asapScheduler;
-  const log = opts.log ?? moduleLogger('status');
+  const log = moduleLogger('status', opts.logger);
   const state = new BehaviorSubject<AgentStatus>(emptyStatus);
   const settled = new Subject<Settled>();
   let queue: StatusInput[] = [];

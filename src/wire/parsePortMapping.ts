@@ -31,12 +31,14 @@ export interface VmAddress {
   readonly family: 4 | 6;
 }
 
+/** One vtunnel message as the host reads it: add or remove these bindings, reachable at these VM addresses. */
 export interface PortMapping {
   readonly remove: boolean;
   readonly bindings: readonly HostBinding[];
   readonly connectAddrs: readonly VmAddress[];
 }
 
+/** A message that parsed, or why it did not. */
 export type ParsedPortMapping = { readonly ok: true; readonly mapping: PortMapping } | { readonly ok: false; readonly error: string };
 
 const fail = (error: string): ParsedPortMapping => ({ ok: false, error });

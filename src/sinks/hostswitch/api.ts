@@ -9,6 +9,7 @@ import type { Forward, Protocol } from '../../model.js';
  *   GET  {url}/services/forwarder/all       [{"local","remote","protocol"}]
  */
 
+/** The host-switch forwarder API's paths (docs/host-switch.md). */
 export const forwarderPaths = {
   all: '/services/forwarder/all',
   expose: '/services/forwarder/expose',
@@ -22,6 +23,7 @@ export interface ForwarderEntry {
   readonly protocol: Protocol;
 }
 
+/** How a forward becomes a forwarder entry: the VM address and where the host publishes. */
 export interface HostSwitchAddressing {
   /** `-tap-interface-ip`: the VM address the host forwards to. */
   readonly tapInterfaceIp: string;
@@ -80,6 +82,7 @@ export type Reply =
   | { readonly kind: 'refused'; readonly status: number; readonly message: string; readonly bindError: boolean }
   | { readonly kind: 'unexpected'; readonly status: number; readonly message: string };
 
+/** What an answer to an expose or unexpose means for the forward it was about. */
 export function classifyReply(op: 'expose' | 'unexpose', status: number, body: string): Reply {
   const message = body.trim();
   if (status === 200) return { kind: 'done' };

@@ -14,19 +14,23 @@ export interface SharedMap<K, V> {
   readonly size: number;
 }
 
+/** An empty shared map. */
 export function emptyShared<K, V>(): SharedMap<K, V> {
   return { base: new Map(), changes: new Map(), size: 0 };
 }
 
+/** A shared map holding `entries`. */
 export function sharedOf<K, V>(entries: Iterable<readonly [K, V]>): SharedMap<K, V> {
   const base = new Map(entries);
   return { base, changes: new Map(), size: base.size };
 }
 
+/** The value under `key`, or undefined. */
 export function sharedGet<K, V>(map: SharedMap<K, V>, key: K): V | undefined {
   return map.changes.has(key) ? map.changes.get(key) : map.base.get(key);
 }
 
+/** Whether `key` is in the map. */
 export function sharedHas<K, V>(map: SharedMap<K, V>, key: K): boolean {
   return sharedGet(map, key) !== undefined;
 }
@@ -61,6 +65,7 @@ export function sharedEntries<K, V>(map: SharedMap<K, V>): [K, V][] {
   return out;
 }
 
+/** Every value, in insertion order, as a fresh array. */
 export function sharedValues<K, V>(map: SharedMap<K, V>): V[] {
   return map.changes.size === 0 ? [...map.base.values()] : sharedEntries(map).map(([, value]) => value);
 }

@@ -37,6 +37,7 @@ export interface SocketTable {
   changeToken?(): string;
 }
 
+/** What the host-network source publishes (its policy), how often it looks and how long a socket must stand. */
 export interface ProcnetOptions {
   readonly policy: ForwardPolicy;
   /** How often the table is read. */

@@ -7,8 +7,10 @@ import { isIPv4 } from 'node:net';
 import { portKey, type Forward, type PortKey } from '../src/model.js';
 import { unmapIPv4, type ListeningSocket } from './procnetTable.js';
 
+/** The source name of the host-network source's forwards. */
 export const procnetSource = 'procnet';
 
+/** A range of ports, both ends included. */
 export interface PortRange {
   readonly from: number;
   readonly to: number;
@@ -37,6 +39,7 @@ export const defaultProcnetExcludes: readonly { readonly ports: string; readonly
   { ports: '51820-51821', why: 'flannel WireGuard (udp, IPv4 and IPv6)' },
 ];
 
+/** The default of `-procnetExclude`: every port of the VM's own infrastructure (docs/procnet.md says why each). */
 export const defaultProcnetExclude = defaultProcnetExcludes.map((e) => e.ports).join(',');
 
 /** A `-procnetExclude` value: ports and ranges, comma separated (`22,2379-2381`); empty excludes none. */
@@ -54,6 +57,7 @@ export function parsePortList(text: string): { readonly ranges: PortRange[] } | 
   return { ranges };
 }
 
+/** Whether `port` is in any of `ranges`. */
 export function inRanges(ranges: readonly PortRange[], port: number): boolean {
   return ranges.some((r) => port >= r.from && port <= r.to);
 }
@@ -63,6 +67,7 @@ export function procnetExclusions(exclude: readonly PortRange[], k8sAPIPort: num
   return inRanges(exclude, k8sAPIPort) ? [...exclude] : [...exclude, { from: k8sAPIPort, to: k8sAPIPort }];
 }
 
+/** Which listeners the host-network source publishes: the excluded ports, and the addresses the host end can reach. */
 export interface ForwardPolicy {
   readonly exclude: readonly PortRange[];
   /**
@@ -103,6 +108,7 @@ const wildcardV4 = ['0.0.0.0'] as const;
 const wildcardV6 = ['::'] as const;
 const dualStack = ['0.0.0.0', '::'] as const;
 
+/** What a listening socket becomes: the forwards to publish, or why it is left out. */
 export interface Publishable {
   /** What the namespace's listeners ask to publish, one forward per key, owned by its key. */
   readonly forwards: Map<PortKey, Forward>;

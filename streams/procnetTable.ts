@@ -11,6 +11,7 @@
  * four such words. The port is plain big-endian hex.
  */
 
+/** The protocols the socket table holds. */
 export type SocketProtocol = 'tcp' | 'udp';
 
 /** A socket that could accept traffic from outside: TCP in LISTEN, or UDP bound and unconnected. */
@@ -29,6 +30,7 @@ export interface ListeningSocket {
 
 /** TCP_LISTEN and TCP_CLOSE from the kernel's tcp_states.h; an unconnected UDP socket is "CLOSE". */
 export const TCP_LISTEN = 0x0a;
+/** The kernel's TCP_CLOSE state, which a bound, unconnected UDP socket is in. */
 export const TCP_CLOSE = 0x07;
 
 /** The kernel state that makes a socket of this protocol a listener. */
@@ -36,6 +38,7 @@ export function listeningState(protocol: SocketProtocol): number {
   return protocol === 'tcp' ? TCP_LISTEN : TCP_CLOSE;
 }
 
+/** A /proc/net file read: the sockets it lists, and the lines it could not read. */
 export interface ParsedTable {
   readonly sockets: ListeningSocket[];
   /** One line per line that could not be read, naming the line and what was wrong with it. */

@@ -48,6 +48,7 @@ export interface ProxyEvent {
  */
 export type OpenProxy = (binding: HostBinding, target: () => string) => Observable<ProxyEvent>;
 
+/** How `manageBindings` opens proxies, finds the host's own addresses, retries a taken port and logs. */
 export interface ManageBindingsOptions {
   readonly open: OpenProxy;
   /** This host's own addresses, asked once per message; defaults to every interface's. */

@@ -25,6 +25,7 @@ export type BindingEvent =
   | { readonly type: 'unbound'; readonly key: string }
   | { readonly type: 'skipped'; readonly key: string; readonly reason: string };
 
+/** What the host side's binding reducer is told: a PortMapping, a proxy that listens, failed or ended, a retry timer, or the stop. */
 export type BindingInput =
   /** A message; `local` is this host's own addresses (asked for every add message). */
   | { readonly kind: 'mapping'; readonly mapping: PortMapping; readonly local: ReadonlySet<string> }
@@ -36,6 +37,7 @@ export type BindingInput =
   | { readonly kind: 'ended'; readonly key: string; readonly gen: number }
   | { readonly kind: 'stop' };
 
+/** What the binding reducer asks for: open or close a proxy, wait before a retry, tell an event, log, or finish. */
 export type BindingCommand =
   | { readonly kind: 'open'; readonly key: string; readonly gen: number; readonly binding: HostBinding }
   | { readonly kind: 'wait'; readonly key: string; readonly gen: number; readonly ms: number }
@@ -44,6 +46,7 @@ export type BindingCommand =
   | { readonly kind: 'log'; readonly level: 'debug' | 'info' | 'warn'; readonly fields: Readonly<Record<string, unknown>>; readonly msg: string }
   | { readonly kind: 'done' };
 
+/** A binding the host side holds: where it forwards to, whether it listens, and the generation that tells a stale answer from a current one. */
 export interface ActiveBinding {
   readonly binding: HostBinding;
   /** The VM address new connections go to. */
@@ -54,6 +57,7 @@ export interface ActiveBinding {
   readonly attempt: number;
 }
 
+/** Everything the binding reducer knows: the bindings held, those skipped and why, and whether it is stopping. */
 export interface BindingState {
   readonly active: SharedMap<string, ActiveBinding>;
   /** Bindings skipped, with why: the agent re-sends its whole state every few seconds. */
@@ -62,11 +66,13 @@ export interface BindingState {
   readonly done: boolean;
 }
 
+/** One step of the binding reducer: the next state and the commands to run. */
 export interface BindingStep {
   readonly state: BindingState;
   readonly commands: readonly BindingCommand[];
 }
 
+/** The binding reducer's state before anything was asked of it. */
 export const initialBindingState: BindingState = { active: emptyShared(), skipped: emptyShared(), nextGen: 1, done: false };
 
 const none = (state: BindingState): BindingStep => ({ state, commands: [] });

@@ -10,6 +10,7 @@ import { emptyShared, sharedGet, sharedUpdate, sharedEntries, type SharedMap } f
  * port, and feeds back what the binder said.
  */
 
+/** What the listener reducer needs to know of its options: retry timing. */
 export interface ListenerConfig {
   /** How long to wait before trying a port again that could not be bound. */
   readonly retryMs: number;
@@ -23,6 +24,7 @@ export interface BindFailure {
   readonly message: string;
 }
 
+/** What the listener reducer is told: a delta, a placeholder that listens or failed to bind, a retry timer, or the stop. */
 export type ListenerInput =
   | { readonly kind: 'delta'; readonly delta: PortDelta }
   | { readonly kind: 'stop' }
@@ -47,17 +49,20 @@ interface Placeholder {
   readonly failing: string | undefined;
 }
 
+/** The placeholders the listener sink holds, by port key, and whether it is stopping. */
 export interface ListenerState {
   readonly held: SharedMap<PortKey, Placeholder>;
   readonly nextGen: number;
   readonly done: boolean;
 }
 
+/** One step of the listener reducer: the next state and the commands to run. */
 export interface ListenerStep {
   readonly state: ListenerState;
   readonly commands: readonly ListenerCommand[];
 }
 
+/** The listener reducer's state before its first input: no placeholder held. */
 export const initialListenerState: ListenerState = { held: emptyShared(), nextGen: 1, done: false };
 
 const sink = 'listeners';
@@ -154,6 +159,7 @@ function log(level: 'debug' | 'info' | 'warn', fields: Readonly<Record<string, u
   return { kind: 'log', level, fields, msg };
 }
 
+/** A bind failure in words for a log line: the errno code and what it means for a placeholder. */
 export function describeBindFailure({ code, message }: BindFailure): string {
   return code !== undefined && !message.includes(code) ? `${code}: ${message}` : message;
 }

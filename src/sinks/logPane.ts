@@ -3,6 +3,7 @@ import { BehaviorSubject, type Observable } from 'rxjs';
 /** How many log lines the live table shows below itself. */
 export const paneLines = 8;
 
+/** Log lines kept for the live table to draw below itself: a pino destination, and the latest lines as an Observable. */
 export interface LogPane {
   /** A pino destination: each write is one JSON log line. */
   readonly destination: { write(line: string): void };

@@ -163,7 +163,6 @@ function roundRunner(opts: VtunnelSinkOptions, address: string, scheduler: Sched
   const sendTimeoutMs = opts.sendTimeoutMs ?? vtunnelDefaults.sendTimeoutMs;
   const maxMessageBytes = opts.maxMessageBytes ?? maxPortMappingBytes;
   const random = opts.random ?? Math.random;
-  const log = moduleLogger('vtunnel', opts.logger);
   const send = opts.send ?? defaultSender(address, sendTimeoutMs);
   const connectAddrs = (): readonly ConnectAddr[] => (typeof opts.connectAddrs === 'function' ? opts.connectAddrs() : opts.connectAddrs);
 

@@ -16,6 +16,7 @@ export interface Round {
   readonly adds: readonly Forward[];
 }
 
+/** What the vtunnel reducer needs to know of its options: the peer, re-send and withdrawal timing, back-off. */
 export interface VtunnelConfig {
   /** The peer, for logs. */
   readonly address: string;
@@ -25,8 +26,10 @@ export interface VtunnelConfig {
   readonly backoff?: Backoff | undefined;
 }
 
+/** The vtunnel sink's timers: the retry after a failed round, the periodic re-send, and the withdrawal's deadline. */
 export type VtunnelTimer = 'retry' | 'resync' | 'deadline';
 
+/** What the vtunnel reducer is told: a delta, a round sent or failed, a timer that fired, or the stop. */
 export type VtunnelInput =
   | { readonly kind: 'delta'; readonly delta: PortDelta }
   /** The input completed: withdraw everything, then finish. */
@@ -39,6 +42,7 @@ export type VtunnelInput =
   | { readonly kind: 'failed'; readonly error: string; readonly random: number }
   | { readonly kind: 'timer'; readonly timer: VtunnelTimer };
 
+/** What the vtunnel reducer asks for: send a round, arm or cancel a timer, report, log, or finish. */
 export type VtunnelCommand =
   | { readonly kind: 'send'; readonly round: Round }
   | { readonly kind: 'report'; readonly report: SinkReport }
@@ -47,6 +51,7 @@ export type VtunnelCommand =
   | { readonly kind: 'timer'; readonly timer: VtunnelTimer; readonly ms: number | undefined }
   | { readonly kind: 'done' };
 
+/** Everything the vtunnel reducer knows: what is wanted, what may be on the host, whether the two are known to agree, and the round in flight. */
 export interface VtunnelState {
   readonly desired: SharedMap<PortKey, Forward>;
   /** Everything that may be on the host: what was sent, and what a failed round may have left. */
@@ -68,11 +73,13 @@ export interface VtunnelState {
   readonly done: boolean;
 }
 
+/** One step of the vtunnel reducer: the next state and the commands to run. */
 export interface VtunnelStep {
   readonly state: VtunnelState;
   readonly commands: readonly VtunnelCommand[];
 }
 
+/** The vtunnel reducer's state before its first input: nothing wanted, nothing on the host. */
 export const initialVtunnelState: VtunnelState = {
   desired: emptyShared(),
   onHost: emptyShared(),

@@ -30,6 +30,7 @@ export function parseStatusAddr(value: string): StatusAddress | { readonly error
   return { kind: 'tcp', host: m[1] === '127.0.0.1' ? '127.0.0.1' : '::1', port };
 }
 
+/** A status address as a person would write it: the socket path, or HOST:PORT. */
 export function describeStatusAddr(address: StatusAddress): string {
   return address.kind === 'unix' ? address.path : address.host === '::1' ? `[::1]:${String(address.port)}` : `127.0.0.1:${String(address.port)}`;
 }

@@ -6,6 +6,7 @@ import { renderTable } from '../sinks/table.js';
 import { defaultStatusSocket, describeStatusAddr, parseStatusAddr, type StatusAddress } from './address.js';
 import type { ForwardView, HealthView } from './views.js';
 
+/** What `portstream status` writes to and reads its environment from. */
 export interface StatusIo {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;

@@ -12,6 +12,7 @@ export interface StatusEndpoint {
   close(): Promise<void>;
 }
 
+/** Starts the status endpoint at `address`: a tracker for the agent to feed, its metrics, and the HTTP server; `close()` stops all three. */
 export async function startStatusEndpoint(address: StatusAddress, logger?: Logger): Promise<StatusEndpoint> {
   const tracker = statusTracker({ logger });
   const metrics = statusMetrics(tracker);

@@ -16,6 +16,7 @@ export interface StatusMetrics {
   close(): void;
 }
 
+/** What the metrics collect besides the agent's own state. */
 export interface StatusMetricsOptions {
   /** prom-client's process and Node.js metrics, event-loop lag among them (default true). */
   readonly defaultMetrics?: boolean;
@@ -23,6 +24,7 @@ export interface StatusMetricsOptions {
 
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/** Prometheus metrics of the agent's state, read from `tracker` at each scrape, with prom-client's process metrics. */
 export function statusMetrics(tracker: StatusTracker, opts: StatusMetricsOptions = {}): StatusMetrics {
   const registry = new Registry();
   const read = (): AgentStatus => tracker.current();

@@ -87,6 +87,7 @@ export class ShardedMap<V> implements ReadonlyMap<string, V> {
   }
 }
 
+/** A batch of changes to a sharded map: each changed shard is copied once, however many of its keys change. */
 export interface ShardedMapEdit<V> {
   get(key: string): V | undefined;
   set(key: string, value: V): void;

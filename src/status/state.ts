@@ -21,6 +21,7 @@ export interface SinkForwardState {
   readonly error?: string;
 }
 
+/** One forward as the agent holds it: the sources that claim it and, per sink, where it stands. */
 export interface ForwardStatus {
   readonly key: PortKey;
   /** As published: the first claim's forward, as the merge of sources keeps it. */
@@ -32,6 +33,7 @@ export interface ForwardStatus {
   readonly sinks: Readonly<Record<string, SinkForwardState>>;
 }
 
+/** One source: whether it is connected, the last error, and how many events and reconnects it has had. */
 export interface SourceStatus {
   readonly connected: boolean;
   /** When `connected` last changed (undefined: never connected nor failed yet). */
@@ -46,6 +48,7 @@ export interface SourceStatus {
   readonly forwards: number;
 }
 
+/** One sink: whether it is in sync with what it was given, its last error, and its writes and failures. */
 export interface SinkStatus {
   /** Nothing pending or failed, and its last write did not fail. */
   readonly inSync: boolean;
@@ -61,8 +64,10 @@ export interface SinkStatus {
   readonly unsettled: ReadonlyMap<PortKey, Unsettled>;
 }
 
+/** The states of a forward in a sink that are not yet applied. */
 export type Unsettled = 'pending' | 'failed';
 
+/** Everything the agent holds: its forwards, its sources and its sinks. */
 export interface AgentStatus {
   readonly forwards: ReadonlyMap<PortKey, ForwardStatus>;
   readonly sources: Readonly<Record<string, SourceStatus>>;
@@ -85,12 +90,14 @@ export interface Settled {
   readonly ms: number;
 }
 
+/** One step of the status fold: the next state and what settled in it (for the latency histogram). */
 export interface StatusStep {
   readonly status: AgentStatus;
   /** What this step settled (applied or removed); empty for most steps. */
   readonly settled: readonly Settled[];
 }
 
+/** The status of an agent that has seen nothing yet. */
 export const emptyStatus: AgentStatus = { forwards: ShardedMap.empty(), sources: {}, sinks: {} };
 
 const newSource: SourceStatus = { connected: false, events: 0, reconnects: 0, forwards: 0 };

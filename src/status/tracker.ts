@@ -21,6 +21,7 @@ export interface StatusTracker {
   close(): void;
 }
 
+/** The clock, scheduler and logger of a status tracker (tests pass virtual ones). */
 export interface StatusTrackerOptions {
   /** The clock the status's times come from; epoch milliseconds by default. */
   readonly now?: () => number;

@@ -6,6 +6,7 @@ import type { AgentStatus, ForwardStatus, SinkForwardState } from './state.js';
  * strings, so `portstream status` and any other client read them without this library.
  */
 
+/** A forward's state in one sink, as `/forwards` shows it. */
 export interface SinkForwardView {
   readonly state: SinkForwardState['state'];
   readonly removing?: true;
@@ -13,12 +14,14 @@ export interface SinkForwardView {
   readonly error?: string;
 }
 
+/** One entry of `/forwards`: the forward, its key, the sources that claim it and its state per sink. */
 export type ForwardView = Forward & {
   readonly key: PortKey;
   readonly sources: readonly string[];
   readonly sinks: Readonly<Record<string, SinkForwardView>>;
 };
 
+/** The body of `/healthz`: healthy or not, and which sources and sinks are not, with why. */
 export interface HealthView {
   readonly ok: boolean;
   /** One line per thing that is not right, saying why. */

@@ -19,7 +19,9 @@ export type Input =
   /** The withdraw bound ran out. */
   | { readonly type: 'deadline' };
 
+/** The two calls that change the host: expose a forward, or unexpose it. */
 export type Op = 'expose' | 'unexpose';
+/** What came back from one call: a classified reply, or none at all (refused, reset, timed out). */
 export type Answer = Reply | { readonly kind: 'none'; readonly message: string };
 
 /** What the reconciler asks the runner to do. */
@@ -78,6 +80,7 @@ export interface Entry {
   sent: readonly Forward[];
 }
 
+/** The host's list of forwards as the reducer last read it, and whether a read is under way or due. */
 export interface ListState {
   phase: 'idle' | 'busy' | 'waiting';
   wanted: boolean;
@@ -111,6 +114,7 @@ export interface State {
   done: boolean;
 }
 
+/** The host-switch reducer's state before its first input: nothing wanted, nothing known of the host. */
 export function initialState(): State {
   return {
     entries: new Map(),
@@ -129,6 +133,7 @@ export function initialState(): State {
   };
 }
 
+/** One step of the host-switch reducer: the next state (the one it was given, changed) and the commands to run. */
 export interface Step {
   readonly state: State;
   readonly commands: readonly Command[];

@@ -7,6 +7,7 @@ export interface HostSwitchRequest {
   readonly body?: string;
 }
 
+/** An answer of the host-switch API: its status and body. */
 export interface HostSwitchResponse {
   readonly status: number;
   readonly body: string;

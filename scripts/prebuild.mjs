@@ -11,11 +11,11 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const musl = process.platform === 'linux' && process.report.getReport().header.glibcVersionRuntime === undefined;
 const tag = `${process.platform}-${process.arch}${musl ? '-musl' : ''}`;
 const nodeGyp = process.env.npm_config_node_gyp ?? nodeGypOfNpm();
-execFileSync(process.execPath, [nodeGyp, 'rebuild', ...localHeaders()], { cwd: root, stdio: 'inherit' });
+execFileSync(process.execPath, [nodeGyp, 'rebuild', ...localHeaders()], { cwd: root, stdio: ['ignore', 2, 2] }); // progress on stderr: `npm pack --json` owns stdout
 mkdirSync(join(root, 'prebuilds', tag), { recursive: true });
 copyFileSync(join(root, 'build', 'Release', 'portstream.node'), join(root, 'prebuilds', tag, 'portstream.node'));
 execFileSync('strip', ['--strip-unneeded', join(root, 'prebuilds', tag, 'portstream.node')]);
-process.stdout.write(`prebuilds/${tag}/portstream.node\n`);
+process.stderr.write(`prebuilds/${tag}/portstream.node\n`);
 
 /** npm's bundled node-gyp, when this runs outside an npm script. */
 function nodeGypOfNpm() {

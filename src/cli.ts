@@ -105,6 +105,8 @@ function run(plan: AgentPlan, wiring: Wiring, io: Io, log: Logger): Promise<numb
       next: (report) => {
         if (report.type === 'wrote') log.debug({ sink: report.sink, added: report.added.length, removed: report.removed.length }, 'sink write');
         if (report.type === 'withdrawn') log.info({ sink: report.sink, count: report.count }, `withdrew ${String(report.count)} forwards (${report.sink})`);
+        if (report.type === 'withdrawn' && (report.left ?? 0) > 0) log.warn({ sink: report.sink, left: report.left }, `${String(report.left)} forwards may stay on the host: the withdrawal ran out of time (${report.sink})`);
+        if (report.type === 'abandoned') log.warn({ sink: report.sink, count: report.count }, `gave up withdrawing ${String(report.count)} forwards (${report.error}); they may stay on the host until it restarts (${report.sink})`);
       },
       error: (err: unknown) => {
         log.fatal({ err }, 'the agent failed');

@@ -58,7 +58,7 @@ async function forwardsAndWithdraws(command: string, args: readonly string[], en
   try {
     receiver = await startReceiver();
     const peer = receiver;
-    agent = start(command, [...args, '-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(peer.port)}`], env, cwd);
+    agent = start(command, [...args, '-docker', '-privilegedService', '-iptables=false', '-procnet=false', '-vtunnelAddr', `127.0.0.1:${String(peer.port)}`], env, cwd);
     const running = agent;
     await waitFor(() => running.output().includes('connected to the Docker engine'), 20_000, () => `the agent to reach dockerd:\n${running.output()}`);
     const id = await containers.run('-p', '127.0.0.1::80', busyboxImage, 'httpd', '-f', '-p', '80');

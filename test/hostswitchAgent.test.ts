@@ -26,7 +26,7 @@ test(`SIGTERM 100 ms after start-up with the wanted forward already listed (pre-
     await fake.preload(`127.0.0.1:${String(hosts)}`, `10.0.0.9:${String(hosts)}`, 'udp');
     const others = fake.view().filter((v) => !v.startsWith(`tcp 127.0.0.1:${String(api)}->`));
 
-    const agent = startAgent(['-kubernetes', '-kubeconfig', '/nonexistent/portstream-test/k3s.yaml', '-k8sAPIPort', String(api), '-hostSwitchURL', fake.url, '-iptables=false']);
+    const agent = startAgent(['-kubernetes', '-kubeconfig', '/nonexistent/portstream-test/k3s.yaml', '-k8sAPIPort', String(api), '-hostSwitchURL', fake.url, '-iptables=false', '-procnet=false']);
     t.after(() => agent.kill());
     await waitFor(() => fake.requests.includes('GET /services/forwarder/all'), 20_000, () => `the agent's start-up read\n${agent.tail()}`, 2);
     await sleep(100);

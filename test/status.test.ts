@@ -77,7 +77,7 @@ function agentWith(t: TestContext, args: readonly string[]): AgentProcess {
 }
 
 function vtunnelFlags(port: number): string[] {
-  return ['-docker', '-privilegedService', '-iptables=false', '-vtunnelAddr', `127.0.0.1:${String(port)}`, '-connectInterface', 'lo'];
+  return ['-docker', '-privilegedService', '-iptables=false', '-procnet=false', '-vtunnelAddr', `127.0.0.1:${String(port)}`, '-connectInterface', 'lo'];
 }
 
 async function ready(): Promise<void> {

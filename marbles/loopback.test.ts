@@ -40,7 +40,7 @@ test('loopback: a forwarder on the connect address is held from the add of a 127
   const deltas = h.cold<PortDelta>('a---b---|', { a: add(db, dns, web), b: del(db) });
   const reports = deltas.pipe(loopbackSink({ listenAddrs: () => [vm], ipv6: true, open: fw.open, scheduler, logger: recordingLogger().log }));
   h.expectObservable(reports).toBe('a---b---(c|)', {
-    a: { sink: 'loopback', type: 'wrote', added: [db, dns], removed: [] },
+    a: { sink: 'loopback', type: 'wrote', added: [db, dns, web], removed: [] },
     b: { sink: 'loopback', type: 'wrote', added: [], removed: [db] },
     c: { sink: 'loopback', type: 'withdrawn', count: 1 },
   });

@@ -3,7 +3,7 @@ import { asyncScheduler, defer, distinctUntilChanged, map, Observable, retry, ta
 import { jitteredDelay } from '../backoff.js';
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
-import type { Forward } from '../model.js';
+import { portKey, type Forward } from '../model.js';
 import type { Sink, SinkReport } from '../sinks/sink.js';
 import { openForwarder } from './forwarder.js';
 import { initialLoopbackState, reconcile, type ForwarderSpec, type ListenAddr, type LoopbackCommand, type LoopbackInput, type LoopbackState } from './plan.js';
@@ -43,6 +43,10 @@ const sinkName = 'loopback';
  *   deltas:     --a(+tcp/127.0.0.1:80)------b(−tcp/127.0.0.1:80)----|
  *   forwarder:    [listen 10.0.0.2:80 .........close]
  *   reports:    --w-------------------------w-----------------------(d|)
+ *
+ * A `wrote` carries every forward of the delta, also those that need no forwarder, so that the
+ * agent's status counts each as applied by this sink; a forwarder that cannot listen is a
+ * `failed` naming its forward.
  */
 export function loopbackSink(opts: LoopbackSinkOptions): Sink {
   const log = moduleLogger('loopback', opts.logger);
@@ -103,7 +107,17 @@ export function loopbackSink(opts: LoopbackSinkOptions): Sink {
 
       const input = deltas$.subscribe({
         next: (delta) => {
-          report(step({ type: 'delta', delta }));
+          try {
+            step({ type: 'delta', delta });
+          } catch (error) {
+            subscriber.error(error); // a throw in the plan is this sink's error, never an uncaught exception
+            return;
+          }
+          // Every forward given is applied once its forwarder is asked for, or when it needs none
+          // (not on loopback, or covered by a wildcard binding); one the host end has no way to
+          // (no address, no IPv6) stays unreported, so the agent's status shows it pending.
+          const added = delta.added.filter((f) => !unreachable(state, f));
+          if (added.length > 0 || delta.removed.length > 0) subscriber.next({ sink: sinkName, type: 'wrote', added, removed: delta.removed });
         },
         error: (err: unknown) => {
           subscriber.error(err);
@@ -149,7 +163,7 @@ function holdForwarder(spec: ForwarderSpec, ctx: HoldContext): Subscription {
           const what = errorMessage(error);
           if (failing !== what) {
             log.warn({ key: spec.key }, `${spec.key}: cannot listen for ${spec.forward.hostIp}:${String(spec.port)} (${what}); trying again every ${String(retryMs)} ms`);
-            ctx.failed({ sink: sinkName, type: 'failed', error: `${spec.key}: ${what}`, retryInMs: delayMs });
+            ctx.failed({ sink: sinkName, type: 'failed', error: `${spec.key}: ${what}`, retryInMs: delayMs, forwards: [spec.forward] });
           }
           failing = what;
           return timer(delayMs, ctx.scheduler);
@@ -157,6 +171,12 @@ function holdForwarder(spec: ForwarderSpec, ctx: HoldContext): Subscription {
       }),
     )
     .subscribe();
+}
+
+/** A loopback forward the plan skipped for a reason other than a wildcard binding covering it. */
+function unreachable(state: LoopbackState, forward: Forward): boolean {
+  const why = state.skipped.get(portKey(forward));
+  return why !== undefined && !why.endsWith('no forwarder needed');
 }
 
 /** The addresses, or none when reading them throws (logged): a throw never escapes the sink. */

@@ -15,6 +15,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 import { busyboxImage, containerPid, requireOrSkip, docker, dockerNeeds, engineTest, ensureBusyboxImage, ensureDockerd, TestContainers, waitFor } from './engines.js';
@@ -258,3 +259,49 @@ engineTest('loopback, listener mode: nothing extra is made for a 127.0.0.1 port 
   assert.doesNotMatch(agent.output(), /"module":"loopback"/, 'no loopback sink runs');
   assert.equal(await stop(agent), 0);
 });
+
+engineTest('loopback, host network: a plain listener on 127.0.0.1 in the VM reaches `portstream host` through -procnet, and goes when it closes', { needs: [...dockerNeeds, 'ip'], timeout: 120_000 }, async (t) => {
+  const w = await world(t, 'h');
+  const host = start('portstream host', 'ip', ['netns', 'exec', w.pair.ns, node, '--import', 'tsx', 'src/main.ts', 'host', '-listen', `${w.pair.hostAddr}:3040`]);
+  w.procs.push(host);
+  w.cleanups.push(() => stop(host));
+  await waitFor(() => host.output().includes(`receiving PortMappings on ${w.pair.hostAddr}:3040`), 30_000, () => `the host side to listen\n${w.explain()}`);
+
+  // A dev server started by hand in the VM, on loopback only: no engine, no rule says it exists.
+  const token = `procnet-${String(Date.now())}`;
+  const server = createServer((_req, res) => res.end(token));
+  const port = await listenOnFreePort(server);
+  w.cleanups.push(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
+
+  // -procnet is on by default with the vtunnel.
+  const agent = startAgent(w, ['-privilegedService', '-vtunnelAddr', `${w.pair.hostAddr}:3040`, '-connectInterface', w.pair.vethVm]);
+  await waitFor(async () => (await socketsOn('127.0.0.1', port, w.pair.ns)).length === 1, 20_000, () => `the host end to listen on 127.0.0.1:${String(port)}\n${w.explain()}`);
+  assert.equal((await socketsOn(w.pair.vmAddr, port)).length, 1, 'a loopback forwarder on the connect address');
+  const get = "const r = await fetch(process.argv[1], { signal: AbortSignal.timeout(5000) }); process.stdout.write(await r.text());";
+  const body = await runBytes('ip', ['netns', 'exec', w.pair.ns, node, '--input-type=module', '-e', get, `http://127.0.0.1:${String(port)}/`]);
+  assert.equal(body.toString(), token, 'the host namespace reached the listener in the VM');
+
+  // The listener goes: the forward is withdrawn at the next scan, forwarder and host end with it.
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+  await waitFor(async () => (await socketsOn('127.0.0.1', port, w.pair.ns)).length === 0, 15_000, () => `the host end to let go\n${w.explain()}`);
+  await waitFor(async () => (await socketsOn(w.pair.vmAddr, port)).length === 0, 15_000, () => `the forwarder to close\n${w.explain()}`);
+  assert.equal(await stop(agent), 0, `the agent exits 0 on SIGTERM\n${tail(agent)}`);
+  t.diagnostic(`127.0.0.1:${String(port)} in the VM reached from the host namespace, and withdrawn when it closed`);
+});
+
+/** Listens on 127.0.0.1 at a port from a range the other tests do not use; resolves to the port. */
+async function listenOnFreePort(server: Server): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = 45_000 + Math.floor(Math.random() * 900);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => { server.off('error', reject); resolve(); });
+      });
+      return port;
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof Error && 'code' in err && err.code === 'EADDRINUSE')) throw err;
+    }
+  }
+}

@@ -129,8 +129,8 @@ function ipv4Groups(text: string): [number, number] | undefined {
   return [(a << 8) | b, (c << 8) | d];
 }
 
-/** RFC 5952: the longest run of two or more zero groups (the first of equals) becomes `::`. */
-function formatIPv6(groups: readonly number[]): string {
+/** Eight 16-bit groups as RFC 5952 writes IPv6: lower case, the longest run of two or more zero groups (the first of equals) as `::`. */
+export function formatIPv6(groups: readonly number[]): string {
   let bestAt = -1;
   let bestLength = 1;
   for (let i = 0; i < 8; ) {

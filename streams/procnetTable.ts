@@ -10,6 +10,7 @@
  * (`%08X` per word): on a little-endian machine `0100007F` is 127.0.0.1, and an IPv6 address is
  * four such words. The port is plain big-endian hex.
  */
+import { formatIPv6 } from '../src/model.js';
 
 /** The protocols the socket table holds. */
 export type SocketProtocol = 'tcp' | 'udp';
@@ -155,24 +156,7 @@ export function formatAddress(bytes: Uint8Array): string {
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
     return `::ffff:${formatAddress(bytes.subarray(12, 16))}`;
   }
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+  return formatIPv6(groups);
 }
 
 /** `::ffff:a.b.c.d` → `a.b.c.d`; any other address unchanged. */

@@ -3,7 +3,7 @@ import { asyncScheduler, defer, distinctUntilChanged, map, Observable, retry, ta
 import { jitteredDelay } from '../backoff.js';
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
-import { portKey, type Forward } from '../model.js';
+import { portKey, type Forward, type PortDelta } from '../model.js';
 import type { Sink, SinkReport } from '../sinks/sink.js';
 import { openForwarder } from './forwarder.js';
 import { initialLoopbackState, reconcile, type ForwarderSpec, type ListenAddr, type LoopbackCommand, type LoopbackInput, type LoopbackState } from './plan.js';
@@ -63,30 +63,20 @@ export function loopbackSink(opts: LoopbackSinkOptions): Sink {
       const hold = (spec: ForwarderSpec): Subscription =>
         holdForwarder(spec, { open, log, scheduler, retryMs, random, failed: (report) => { subscriber.next(report); } });
 
-      const run = (command: LoopbackCommand): void => {
-        if (command.type === 'skip') {
-          log.warn({ port: command.key }, command.why);
-        } else if (command.type === 'close') {
-          held.get(command.spec.key)?.unsubscribe();
-          held.delete(command.spec.key);
-          log.info({ key: command.spec.key }, `${command.spec.key}: closed the forwarder to ${command.spec.dialIp}`);
-        } else {
-          held.set(command.spec.key, hold(command.spec));
-          log.info({ key: command.spec.key }, `${command.spec.key}: forwarding to ${command.spec.dialIp}:${String(command.spec.port)} for the host end`);
+      // A throw in the plan is this sink's error notification, never an uncaught exception.
+      const step = (input: LoopbackInput): readonly LoopbackCommand[] | undefined => {
+        try {
+          const next = reconcile(state, input, opts.ipv6);
+          state = next.state;
+          for (const command of next.commands) runCommand(command, held, hold, log);
+          return next.commands;
+        } catch (error) {
+          subscriber.error(error);
+          return undefined;
         }
       };
-
-      const step = (input: LoopbackInput): LoopbackCommand[] => {
-        const next = reconcile(state, input, opts.ipv6);
-        state = next.state;
-        for (const command of next.commands) run(command);
-        return next.commands;
-      };
-
-      const report = (commands: readonly LoopbackCommand[]): void => {
-        const added: Forward[] = commands.flatMap((c) => (c.type === 'open' ? [c.spec.forward] : []));
-        const removed: Forward[] = commands.flatMap((c) => (c.type === 'close' ? [c.spec.forward] : []));
-        if (added.length > 0 || removed.length > 0) subscriber.next({ sink: sinkName, type: 'wrote', added, removed });
+      const emit = (report: SinkReport | undefined): void => {
+        if (report) subscriber.next(report);
       };
 
       const addresses = timer(rereadMs, rereadMs, scheduler)
@@ -95,7 +85,9 @@ export function loopbackSink(opts: LoopbackSinkOptions): Sink {
           distinctUntilChanged(sameAddrs),
         )
         .subscribe((addrs) => {
-          if (!sameAddrs(addrs, state.addrs)) report(step({ type: 'addrs', addrs }));
+          if (sameAddrs(addrs, state.addrs)) return;
+          const commands = step({ type: 'addrs', addrs });
+          if (commands) emit(movedReport(commands));
         });
 
       const closeAll = (): number => {
@@ -107,17 +99,7 @@ export function loopbackSink(opts: LoopbackSinkOptions): Sink {
 
       const input = deltas$.subscribe({
         next: (delta) => {
-          try {
-            step({ type: 'delta', delta });
-          } catch (error) {
-            subscriber.error(error); // a throw in the plan is this sink's error, never an uncaught exception
-            return;
-          }
-          // Every forward given is applied once its forwarder is asked for, or when it needs none
-          // (not on loopback, or covered by a wildcard binding); one the host end has no way to
-          // (no address, no IPv6) stays unreported, so the agent's status shows it pending.
-          const added = delta.added.filter((f) => !unreachable(state, f));
-          if (added.length > 0 || delta.removed.length > 0) subscriber.next({ sink: sinkName, type: 'wrote', added, removed: delta.removed });
+          if (step({ type: 'delta', delta })) emit(appliedReport(state, delta));
         },
         error: (err: unknown) => {
           subscriber.error(err);
@@ -136,6 +118,20 @@ export function loopbackSink(opts: LoopbackSinkOptions): Sink {
         closeAll();
       };
     });
+}
+
+/** Carries out one command of the plan: logs a skip, closes or opens a forwarder. */
+function runCommand(command: LoopbackCommand, held: Map<string, Subscription>, hold: (spec: ForwarderSpec) => Subscription, log: Logger): void {
+  if (command.type === 'skip') {
+    log.warn({ port: command.key }, command.why);
+  } else if (command.type === 'close') {
+    held.get(command.spec.key)?.unsubscribe();
+    held.delete(command.spec.key);
+    log.info({ key: command.spec.key }, `${command.spec.key}: closed the forwarder to ${command.spec.dialIp}`);
+  } else {
+    held.set(command.spec.key, hold(command.spec));
+    log.info({ key: command.spec.key }, `${command.spec.key}: forwarding to ${command.spec.dialIp}:${String(command.spec.port)} for the host end`);
+  }
 }
 
 interface HoldContext {
@@ -171,6 +167,23 @@ function holdForwarder(spec: ForwarderSpec, ctx: HoldContext): Subscription {
       }),
     )
     .subscribe();
+}
+
+/** The forwarders an address change moved: closed on the old address, opened on the new one. */
+function movedReport(commands: readonly LoopbackCommand[]): SinkReport | undefined {
+  const added: Forward[] = commands.flatMap((c) => (c.type === 'open' ? [c.spec.forward] : []));
+  const removed: Forward[] = commands.flatMap((c) => (c.type === 'close' ? [c.spec.forward] : []));
+  return added.length > 0 || removed.length > 0 ? { sink: sinkName, type: 'wrote', added, removed } : undefined;
+}
+
+/**
+ * What a delta applied: every forward given once its forwarder is asked for, or when it needs
+ * none (not on loopback, or covered by a wildcard binding). One the host end has no way to (no
+ * address, no IPv6) stays unreported, so the agent's status shows it pending.
+ */
+function appliedReport(state: LoopbackState, delta: PortDelta): SinkReport | undefined {
+  const added = delta.added.filter((f) => !unreachable(state, f));
+  return added.length > 0 || delta.removed.length > 0 ? { sink: sinkName, type: 'wrote', added, removed: delta.removed } : undefined;
 }
 
 /** A loopback forward the plan skipped for a reason other than a wildcard binding covering it. */

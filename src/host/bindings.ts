@@ -8,7 +8,6 @@ import {
   endWith,
   filter,
   groupBy,
-  ignoreElements,
   map,
   merge,
   mergeMap,
@@ -18,13 +17,13 @@ import {
   queueScheduler,
   scan,
   Subject,
-  takeWhile,
   tap,
   timer,
   type OperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
 import { switchPerKey } from '../switchPerKey.js';
+import { done, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import type { Backoff } from '../backoff.js';
@@ -121,27 +120,15 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
             return commands$.pipe(
               filter((c): c is Extract<BindingCommand, { readonly key: string }> => 'key' in c),
               switchPerKey(runBinding),
-              tap((input) => {
-                feedback.next(input);
-              }),
-              ignoreElements(),
+              feedInto(feedback),
             );
           }
-          return commands$.pipe(
-            mergeMap((c) => {
-              if (c.kind === 'event') return of(c.event);
-              if (c.kind === 'done') return of(done);
-              if (c.kind === 'log') log[c.level](c.fields, c.msg);
-              return EMPTY;
-            }),
-          );
+          return commands$.pipe(runOutputs(log, (c) => (c.kind === 'event' ? c.event : undefined)));
         }),
-        takeWhile((out): out is BindingEvent => out !== done),
+        untilDone(),
       );
     });
 }
-
-const done = Symbol('done');
 
 function interfaceAddresses(): ReadonlySet<string> {
   return new Set(Object.values(networkInterfaces()).flatMap((addrs) => (addrs ?? []).map((a) => a.address)));

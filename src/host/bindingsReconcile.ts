@@ -1,3 +1,4 @@
+import type { LogCommand } from '../reconcileLoop.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import { emptyShared, sharedEntries, sharedGet, sharedUpdate, type SharedMap } from '../sharedMap.js';
 import type { HostBinding, PortMapping } from '../wire/parsePortMapping.js';
@@ -43,7 +44,7 @@ export type BindingCommand =
   | { readonly kind: 'wait'; readonly key: string; readonly gen: number; readonly ms: number }
   | { readonly kind: 'close'; readonly key: string }
   | { readonly kind: 'event'; readonly event: BindingEvent }
-  | { readonly kind: 'log'; readonly level: 'debug' | 'info' | 'warn'; readonly fields: Readonly<Record<string, unknown>>; readonly msg: string }
+  | LogCommand
   | { readonly kind: 'done' };
 
 /** A binding the host side holds: where it forwards to, whether it listens, and the generation that tells a stale answer from a current one. */

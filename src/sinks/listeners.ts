@@ -9,7 +9,6 @@ import {
   endWith,
   filter,
   groupBy,
-  ignoreElements,
   map,
   merge,
   mergeMap,
@@ -19,12 +18,11 @@ import {
   queueScheduler,
   scan,
   Subject,
-  takeWhile,
-  tap,
   timer,
   type SchedulerLike,
 } from 'rxjs';
 import { switchPerKey } from '../switchPerKey.js';
+import { done, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
 import { moduleLogger, type Logger } from '../log.js';
 import type { Forward } from '../model.js';
 import type { Sink, SinkReport } from './sink.js';
@@ -117,27 +115,15 @@ export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
             return commands$.pipe(
               filter((c): c is Extract<ListenerCommand, { readonly key: string }> => 'key' in c),
               switchPerKey(runPort),
-              tap((input) => {
-                feedback.next(input);
-              }),
-              ignoreElements(),
+              feedInto(feedback),
             );
           }
-          return commands$.pipe(
-            mergeMap((c) => {
-              if (c.kind === 'report') return of(c.report);
-              if (c.kind === 'done') return of(done);
-              if (c.kind === 'log') log[c.level](c.fields, c.msg);
-              return EMPTY;
-            }),
-          );
+          return commands$.pipe(runOutputs(log, (c) => (c.kind === 'report' ? c.report : undefined)));
         }),
-        takeWhile((out): out is SinkReport => out !== done),
+        untilDone(),
       );
     });
 }
-
-const done = Symbol('done');
 
 function bindFailure(error: unknown): BindFailure {
   const code = errorCode(error);

@@ -1,3 +1,4 @@
+import type { LogCommand } from '../reconcileLoop.js';
 import { jitteredDelay } from '../backoff.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
 import type { SinkReport } from './sink.js';
@@ -39,7 +40,7 @@ export type ListenerCommand =
   | { readonly kind: 'wait'; readonly key: PortKey; readonly gen: number; readonly ms: number }
   | { readonly kind: 'close'; readonly key: PortKey }
   | { readonly kind: 'report'; readonly report: SinkReport }
-  | { readonly kind: 'log'; readonly level: 'debug' | 'info' | 'warn'; readonly fields: Readonly<Record<string, unknown>>; readonly msg: string }
+  | LogCommand
   | { readonly kind: 'done' };
 
 interface Placeholder {

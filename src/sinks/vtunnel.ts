@@ -18,12 +18,9 @@ import {
   scan,
   Subject,
   switchMap,
-  takeWhile,
-  tap,
   throwError,
   timeout,
   timer,
-  type OperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
@@ -36,6 +33,7 @@ import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 import { parseVtunnelAddr } from '../wire/vtunnelAddress.js';
 import { vsockSender } from './vsockTransport.js';
 import { errorMessage } from '../errors.js';
+import { done, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
 
 export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 export { planRound, type Round } from './vtunnelReconcile.js';
@@ -124,34 +122,14 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
         groupBy((command) => (command.kind === 'timer' ? `timer:${command.timer}` : command.kind)),
         mergeMap((commands$): Observable<SinkReport | typeof done> => {
           const key = commands$.key;
-          if (key === 'send') return commands$.pipe(mergeMap((c) => (c.kind === 'send' ? runRound(c.round) : EMPTY), 1), feed(feedback));
-          if (key.startsWith('timer:')) return commands$.pipe(switchMap((c) => (c.kind === 'timer' && c.ms !== undefined ? timer(c.ms, scheduler).pipe(map((): VtunnelInput => ({ kind: 'timer', timer: c.timer }))) : EMPTY)), feed(feedback));
-          return commands$.pipe(
-            mergeMap((c) => {
-              if (c.kind === 'report') return of(c.report);
-              if (c.kind === 'done') return of(done);
-              if (c.kind === 'log') log[c.level](c.fields, c.msg);
-              return EMPTY;
-            }),
-          );
+          if (key === 'send') return commands$.pipe(mergeMap((c) => (c.kind === 'send' ? runRound(c.round) : EMPTY), 1), feedInto(feedback));
+          if (key.startsWith('timer:')) return commands$.pipe(switchMap((c) => (c.kind === 'timer' && c.ms !== undefined ? timer(c.ms, scheduler).pipe(map((): VtunnelInput => ({ kind: 'timer', timer: c.timer }))) : EMPTY)), feedInto(feedback));
+          return commands$.pipe(runOutputs(log, (c) => (c.kind === 'report' ? c.report : undefined)));
         }),
         // Finishing ends everything still running: a send in flight, the timers.
-        takeWhile((out): out is SinkReport => out !== done),
+        untilDone(),
       );
     });
-}
-
-const done = Symbol('done');
-
-/** Feeds what a command gave back into the inputs; emits nothing itself. */
-function feed(feedback: Subject<VtunnelInput>): OperatorFunction<VtunnelInput, never> {
-  return (inputs$) =>
-    inputs$.pipe(
-      tap((input) => {
-        feedback.next(input);
-      }),
-      ignoreElements(),
-    );
 }
 
 /**

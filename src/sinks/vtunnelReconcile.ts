@@ -1,3 +1,4 @@
+import type { LogCommand } from '../reconcileLoop.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import { portKey, type Forward, type PortDelta, type PortKey } from '../model.js';
 import type { SinkReport } from './sink.js';
@@ -46,7 +47,7 @@ export type VtunnelInput =
 export type VtunnelCommand =
   | { readonly kind: 'send'; readonly round: Round }
   | { readonly kind: 'report'; readonly report: SinkReport }
-  | { readonly kind: 'log'; readonly level: 'debug' | 'info' | 'warn'; readonly fields: Readonly<Record<string, unknown>>; readonly msg: string }
+  | LogCommand
   /** Arm `timer` to fire in `ms` (replacing it if armed); `ms` undefined cancels it. */
   | { readonly kind: 'timer'; readonly timer: VtunnelTimer; readonly ms: number | undefined }
   | { readonly kind: 'done' };

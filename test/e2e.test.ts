@@ -12,12 +12,10 @@
  * Everything made (namespace, veth, container, processes) is removed in `after`, also on failure.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
+import { runBytes, start, stop, tail, type Proc } from './loopbackHarness.js';
 import {
-  alive,
   busyboxImage,
   containerPid,
   docker,
@@ -34,7 +32,6 @@ import {
   type Gate,
 } from './engines.js';
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
 const bigSize = 1024 * 1024;
 
 function gate(): Gate {
@@ -42,68 +39,6 @@ function gate(): Gate {
   if (engines.status !== 'ok') return engines;
   // nsenter runs the UDP echo inside the container's network namespace (busybox's nc has no -u).
   return requireOrSkip('`nsenter`', findBinary('nsenter') !== undefined, 'apt-get install -y util-linux');
-}
-
-/** A child process whose output is kept for the failure message. */
-interface Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  output(): string;
-  /** Resolves with the exit code (or the signal) once it has exited. */
-  readonly exited: Promise<number | string>;
-}
-
-function start(name: string, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Proc {
-  const child = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let text = '';
-  const keep = (chunk: Buffer): void => {
-    text += chunk.toString();
-    if (text.length > 400_000) text = text.slice(-200_000);
-  };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  const exited = new Promise<number | string>((resolve) => {
-    child.once('exit', (code, signal) => { resolve(code ?? signal ?? 'unknown'); });
-    child.once('error', (err) => { resolve(err.message); });
-  });
-  return { name, child, output: () => text, exited };
-}
-
-/** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */
-async function stop(proc: Proc, graceMs = 10_000): Promise<number | string> {
-  const pid = proc.child.pid;
-  if (pid !== undefined && alive(pid)) {
-    proc.child.kill('SIGTERM');
-    const timer = setTimeout(() => proc.child.kill('SIGKILL'), graceMs);
-    try {
-      return await proc.exited;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-  return proc.exited;
-}
-
-function tail(proc: Proc, lines = 40): string {
-  return `--- ${proc.name} (last lines) ---\n${proc.output().trimEnd().split('\n').slice(-lines).join('\n')}`;
-}
-
-/** Runs `cmd args` and returns its stdout as bytes (binary-safe); rejects unless it exits 0. */
-function runBytes(cmd: string, args: readonly string[], timeoutMs = 30_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(Buffer.concat(out));
-      else reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? `exit ${String(code)}`}): ${err.trim()}`));
-    });
-  });
 }
 
 /** A /30 in 10.213.0.0/16 that no interface here uses yet. */

@@ -1,6 +1,5 @@
 /**
- * Helpers for the loopback end-to-end tests (test/loopback.test.ts), in the style of
- * test/e2e.test.ts: a "host" network namespace joined to the root namespace (the "VM", where the
+ * Helpers for the end-to-end tests across namespaces (test/loopback.test.ts, test/e2e.test.ts): a "host" network namespace joined to the root namespace (the "VM", where the
  * real engines run) by a veth pair with private test addresses, processes whose output is kept
  * for failure messages, and what `ss` and `iptables-save` say. Only addresses in the namespace and
  * veth pair made here, and loopback, are ever a target. Every command runs with an argument array.

@@ -1,8 +1,9 @@
 /**
- * Helpers for the end-to-end tests across namespaces (test/loopback.test.ts, test/e2e.test.ts): a "host" network namespace joined to the root namespace (the "VM", where the
- * real engines run) by a veth pair with private test addresses, processes whose output is kept
- * for failure messages, and what `ss` and `iptables-save` say. Only addresses in the namespace and
- * veth pair made here, and loopback, are ever a target. Every command runs with an argument array.
+ * Helpers for the end-to-end tests across namespaces (test/loopback.test.ts, test/e2e.test.ts):
+ * a "host" network namespace joined to the root namespace (the "VM", where the real engines run)
+ * by a veth pair with private test addresses, processes whose output is kept for failure
+ * messages, and what `ss` and `iptables-save` say. Only addresses in the namespace and veth pair
+ * made here, and loopback, are ever a target. Every command runs with an argument array.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -2,6 +2,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { Observable } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
+import { udpFlowTable, type UdpFlow } from '../udpFlows.js';
 import type { OpenProxy, ProxyEvent } from './bindings.js';
 import { hostPort } from './targets.js';
 import { type HostBinding } from '../wire/parsePortMapping.js';
@@ -136,11 +137,9 @@ export function tcpProxy(binding: HostBinding, target: () => string, opts: Proxy
   });
 }
 
-interface Flow {
-  readonly socket: dgram.Socket;
+interface Flow extends UdpFlow {
   /** The VM address this flow was opened to. */
   readonly to: string;
-  readonly timer: NodeJS.Timeout;
 }
 
 /**
@@ -157,51 +156,28 @@ export function udpProxy(binding: HostBinding, target: () => string, opts: Proxy
   const type = v6 ? 'udp6' : 'udp4';
   return new Observable<ProxyEvent>((subscriber) => {
     const listener = dgram.createSocket({ type, ipv6Only: v6 });
-    /** In least recently used order: a flow is moved to the end on every datagram. */
-    const flows = new Map<string, Flow>();
+    const flows = udpFlowTable<Flow>(idleMs, maxFlows);
     let listening = false;
 
-    const close = (key: string): void => {
-      const flow = flows.get(key);
-      if (!flow) return;
-      flows.delete(key);
-      clearTimeout(flow.timer);
-      flow.socket.close();
-    };
-
-    const touch = (key: string, flow: Flow): void => {
-      flow.timer.refresh();
-      flows.delete(key);
-      flows.set(key, flow);
-    };
-
-    const open = (key: string, client: dgram.RemoteInfo): Flow => {
-      if (flows.size >= maxFlows) {
-        const oldest = flows.keys().next();
-        if (oldest.done !== true) close(oldest.value);
-      }
-      const to = target();
-      const socket = dgram.createSocket(type);
-      socket.on('message', (reply, from) => {
-        if (from.address !== to || from.port !== binding.hostPort) return;
-        const flow = flows.get(key);
-        if (flow) touch(key, flow);
-        listener.send(reply, client.port, client.address);
+    const open = (key: string, client: dgram.RemoteInfo): Flow =>
+      flows.open(key, (timer) => {
+        const to = target();
+        const socket = dgram.createSocket(type);
+        socket.on('message', (reply, from) => {
+          if (from.address !== to || from.port !== binding.hostPort) return;
+          flows.touch(key);
+          listener.send(reply, client.port, client.address);
+        });
+        socket.on('error', (err) => {
+          log.debug({ where, err: err.message }, `a UDP flow of ${where} failed: ${err.message}`);
+          flows.close(key);
+        });
+        return { socket, to, timer };
       });
-      socket.on('error', (err) => {
-        log.debug({ where, err: err.message }, `a UDP flow of ${where} failed: ${err.message}`);
-        close(key);
-      });
-      const flow: Flow = { socket, to, timer: setTimeout(() => { close(key); }, idleMs) };
-      flows.set(key, flow);
-      return flow;
-    };
 
     listener.on('message', (msg, client) => {
       const key = `${client.address}|${String(client.port)}`;
-      let flow = flows.get(key);
-      if (flow) touch(key, flow);
-      else flow = open(key, client);
+      const flow = flows.touch(key) ?? open(key, client);
       flow.socket.send(msg, binding.hostPort, flow.to, (err) => {
         if (err) log.debug({ where, err: err.message }, `could not relay a datagram of ${where} to the VM: ${err.message}`);
       });
@@ -216,7 +192,7 @@ export function udpProxy(binding: HostBinding, target: () => string, opts: Proxy
     });
 
     return () => {
-      for (const key of [...flows.keys()]) close(key);
+      flows.closeAll();
       try {
         listener.close();
       } catch {

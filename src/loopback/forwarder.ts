@@ -2,6 +2,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { Observable } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
+import { udpFlowTable, type UdpFlow } from '../udpFlows.js';
 import { inSubnet, type ForwarderSpec } from './plan.js';
 
 /**
@@ -115,11 +116,6 @@ function ignore(): void {
   // a reset connection may still report its own reset
 }
 
-interface Flow {
-  readonly socket: dgram.Socket;
-  readonly timer: NodeJS.Timeout;
-}
-
 /**
  * UDP: each peer address and port is a flow with a socket of its own connected to the loopback
  * address, so replies go back to the peer that asked and nothing else is taken as a reply. A
@@ -133,48 +129,26 @@ export function udpForwarder(spec: ForwarderSpec, opts: ForwarderOptions = {}): 
   const type = spec.listenIp.includes(':') ? 'udp6' : 'udp4';
   return new Observable<void>((subscriber) => {
     const listener = dgram.createSocket({ type, ipv6Only: type === 'udp6' });
-    /** In least recently used order: a flow moves to the end on every datagram. */
-    const flows = new Map<string, Flow>();
+    const flows = udpFlowTable<UdpFlow>(idleMs, maxFlows);
     let listening = false;
-    const close = (key: string): void => {
-      const flow = flows.get(key);
-      if (!flow) return;
-      flows.delete(key);
-      clearTimeout(flow.timer);
-      flow.socket.close();
-    };
-    const touch = (key: string, flow: Flow): void => {
-      flow.timer.refresh();
-      flows.delete(key);
-      flows.set(key, flow);
-    };
-    const open = (key: string, peer: dgram.RemoteInfo): Flow => {
-      if (flows.size >= maxFlows) {
-        const oldest = flows.keys().next();
-        if (oldest.done !== true) close(oldest.value);
-      }
-      const socket = dgram.createSocket(type);
-      socket.on('message', (reply) => {
-        const flow = flows.get(key);
-        if (flow) touch(key, flow);
-        listener.send(reply, peer.port, peer.address);
+    const open = (key: string, peer: dgram.RemoteInfo): UdpFlow =>
+      flows.open(key, (timer) => {
+        const socket = dgram.createSocket(type);
+        socket.on('message', (reply) => {
+          flows.touch(key);
+          listener.send(reply, peer.port, peer.address);
+        });
+        socket.on('error', (err) => {
+          log.debug({ key: spec.key, err: err.message }, `${spec.key}: a UDP flow failed: ${err.message}`);
+          flows.close(key);
+        });
+        socket.connect(spec.port, spec.dialIp);
+        return { socket, timer };
       });
-      socket.on('error', (err) => {
-        log.debug({ key: spec.key, err: err.message }, `${spec.key}: a UDP flow failed: ${err.message}`);
-        close(key);
-      });
-      socket.connect(spec.port, spec.dialIp);
-      const flow: Flow = { socket, timer: setTimeout(() => { close(key); }, idleMs) };
-      flows.set(key, flow);
-      return flow;
-    };
     listener.on('message', (msg, peer) => {
       if (!allowed(spec, peer.address)) return;
       const key = `${peer.address}|${String(peer.port)}`;
-      let flow = flows.get(key);
-      if (flow) touch(key, flow);
-      else flow = open(key, peer);
-      const { socket } = flow;
+      const { socket } = flows.touch(key) ?? open(key, peer);
       // Sent once the flow's socket is connected (at once after the first datagram).
       const send = (): void => {
         socket.send(msg, (err) => {
@@ -197,7 +171,7 @@ export function udpForwarder(spec: ForwarderSpec, opts: ForwarderOptions = {}): 
       subscriber.next();
     });
     return () => {
-      for (const key of [...flows.keys()]) close(key);
+      flows.closeAll();
       try {
         listener.close();
       } catch {

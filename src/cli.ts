@@ -206,26 +206,36 @@ function sinkFor(kind: SinkKind, config: AgentConfig, io: Io, logger: Logger, lo
 
 /**
  * `read()`, served from the last reading and read again after a call finds it over a second old,
- * once the caller is done: never on the caller's path. The vtunnel sink asks for the interface's
+ * once the caller's message is out: never on its path. The vtunnel sink asks for the interface's
  * addresses with every message, and reading them (getifaddrs) costs about 0.5 ms of the add
- * path's 2 ms; a background timer would cost idle CPU instead. A message after a long quiet may
- * carry addresses that are out of date; the read it starts puts the new ones in the sink's next
- * message or periodic re-send, a few seconds later at most.
+ * path's 2 ms; a background timer would cost idle CPU instead. The read waits `afterMs`: a
+ * setImmediate would still run before the event loop sees the message's connection open. A
+ * message after a long quiet may carry addresses that are out of date; the read it starts puts
+ * the new ones in the sink's next message or periodic re-send, a few seconds later at most.
  */
-function readOffThePath<T>(read: () => T, maxAgeMs = 1000): () => T {
-  let value = read();
+function readOffThePath<T>(read: () => T, maxAgeMs = 1000, afterMs = 50): () => T {
+  // A read that throws in the background is thrown to the next caller (the sink reports it).
+  const attempt = (): { value: T } | { error: unknown } => {
+    try {
+      return { value: read() };
+    } catch (error: unknown) {
+      return { error };
+    }
+  };
+  let last = attempt();
   let readAt = performance.now();
   let reading = false;
   return () => {
     if (!reading && performance.now() - readAt > maxAgeMs) {
       reading = true;
-      setImmediate(() => {
-        value = read();
+      setTimeout(() => {
+        last = attempt();
         readAt = performance.now();
         reading = false;
-      });
+      }, afterMs).unref();
     }
-    return value;
+    if ('error' in last) throw last.error;
+    return last.value;
   };
 }
 

@@ -36,32 +36,41 @@ export interface DockerodeClientOptions extends DockerConnection {
 export function dockerodeClient(options: DockerodeClientOptions = {}): DockerClient {
   const { logger, ...connection } = options;
   const log = moduleLogger('docker', logger);
-  let engine: Promise<Engine> | undefined;
+  let loading: Promise<Engine> | undefined;
+  let loaded: Engine | undefined;
+  // Once loaded, the engine is used as it is: a promise would put a microtask hop on every request.
   const withEngine = <T>(use: (engine: Engine) => Observable<T>): Observable<T> =>
-    defer(() => from((engine ??= import('dockerode').then(({ default: Docker }) => engineOf(new Docker(definedOnly(connection))))))).pipe(switchMap(use));
+    defer(() =>
+      loaded
+        ? use(loaded)
+        : from((loading ??= import('dockerode').then(async ({ default: Docker }) => (loaded = await engineOf(new Docker(definedOnly(connection))))))).pipe(switchMap(use)),
+    );
   return {
     events: () => withEngine(({ docker }) => engineEvents(docker, log)),
     listContainers: () =>
-      withEngine(({ docker, get }) =>
-        abortable((signal) => (get ? get<DockerContainerSummary[]>('/containers/json', signal) : (docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>))),
-      ),
+      withEngine(({ docker, get }) => (get ? get<DockerContainerSummary[]>('/containers/json') : abortable((signal) => docker.listContainers({ abortSignal: signal }) as Promise<DockerContainerSummary[]>))),
     inspect: (id) =>
-      withEngine(({ docker, get }) =>
-        abortable((signal) =>
-          get ? get<DockerContainerInspect>(`/containers/${encodeURIComponent(id)}/json`, signal) : (docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>),
-        ),
-      ),
+      withEngine(({ docker, get }) => {
+        const path = `/containers/${encodeURIComponent(id)}/json`;
+        return get ? get<DockerContainerInspect>(path) : abortable((signal) => docker.getContainer(id).inspect({ abortSignal: signal }) as Promise<DockerContainerInspect>);
+      }),
   };
 }
 
 /** dockerode, and a direct GET on its unix socket when it has one (see `unixGetter`). */
 interface Engine {
   readonly docker: Docker;
-  readonly get: (<T>(path: string, signal: AbortSignal) => Promise<T>) | undefined;
+  readonly get: (<T>(path: string) => Observable<T>) | undefined;
 }
 
-function engineOf(docker: Docker): Engine {
-  const socketPath = (docker.modem as { socketPath?: unknown }).socketPath;
+/**
+ * With no socket named (no options, no `DOCKER_HOST`), docker-modem's `socketPath` is not a string
+ * but a function that resolves the default one (`~/.docker/run/docker.sock` if it exists, else
+ * `/var/run/docker.sock`); it is resolved here once, so the direct GETs serve that case too.
+ */
+async function engineOf(docker: Docker): Promise<Engine> {
+  const configured = (docker.modem as { socketPath?: unknown }).socketPath;
+  const socketPath: unknown = typeof configured === 'function' ? await (configured as () => unknown)() : configured;
   return { docker, get: typeof socketPath === 'string' ? unixGetter(socketPath) : undefined };
 }
 
@@ -117,16 +126,23 @@ function engineEvents(docker: Docker, log: Logger): Observable<typeof EVENTS_OPE
 const maxReplyBytes = 64 * 1024 * 1024;
 
 /**
- * GET on dockerd's unix socket over kept-alive connections. The inspect after a start is on the
- * add path, where docker-modem costs: it formats every request's options with util.inspect
- * (even with its debug output off) and opens a new connection each time, together 3–4 ms of the
- * 2 ms the whole path may take. A failure carries the HTTP status as `statusCode`, as dockerode's do.
+ * GET on dockerd's unix socket over kept-alive connections, as an Observable: one value, the
+ * parsed reply; unsubscribing before it destroys the request. The inspect after a start is on the
+ * add path, where every step counts: docker-modem formats each request's options with
+ * util.inspect (even with its debug output off), and an AbortController and a promise per request
+ * cost more than the request's own `destroy`. A failure carries the HTTP status as `statusCode`,
+ * as dockerode's do.
  */
-function unixGetter(socketPath: string): <T>(path: string, signal: AbortSignal) => Promise<T> {
+function unixGetter(socketPath: string): <T>(path: string) => Observable<T> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-  return <T>(path: string, signal: AbortSignal) =>
-    new Promise<T>((resolve, reject) => {
-      const request = http.get({ socketPath, path, agent, signal, headers: { accept: 'application/json' } }, (response) => {
+  return <T>(path: string) =>
+    new Observable<T>((subscriber) => {
+      let settled = false;
+      const fail = (error: Error): void => {
+        settled = true;
+        subscriber.error(error);
+      };
+      const request = http.get({ socketPath, path, agent, headers: { accept: 'application/json' } }, (response) => {
         const chunks: Buffer[] = [];
         let size = 0;
         response.on('data', (chunk: Buffer) => {
@@ -134,22 +150,30 @@ function unixGetter(socketPath: string): <T>(path: string, signal: AbortSignal) 
           if (size > maxReplyBytes) request.destroy(new Error(`dockerd's reply to GET ${path} is over ${String(maxReplyBytes)} bytes`));
           else chunks.push(chunk);
         });
-        response.on('error', reject);
+        response.on('error', fail);
         response.on('end', () => {
           const body = Buffer.concat(chunks).toString('utf8');
           const status = response.statusCode ?? 0;
           if (status !== 200) {
-            reject(Object.assign(new Error(`dockerd answered ${String(status)} to GET ${path}: ${body.trim().slice(0, 200)}`), { statusCode: status }));
+            fail(Object.assign(new Error(`dockerd answered ${String(status)} to GET ${path}: ${body.trim().slice(0, 200)}`), { statusCode: status }));
             return;
           }
+          let value: T;
           try {
-            resolve(JSON.parse(body) as T);
+            value = JSON.parse(body) as T;
           } catch (error: unknown) {
-            reject(error instanceof Error ? error : new Error(String(error)));
+            fail(error instanceof Error ? error : new Error(String(error)));
+            return;
           }
+          settled = true;
+          subscriber.next(value);
+          subscriber.complete();
         });
       });
-      request.on('error', reject);
+      request.on('error', fail);
+      return () => {
+        if (!settled) request.destroy();
+      };
     });
 }
 

@@ -5,13 +5,13 @@
  * collect open connections. No engine is needed.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import type { Subscription } from 'rxjs';
+import { firstValueFrom, type Subscription } from 'rxjs';
 import { pino } from 'pino';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
@@ -79,4 +79,43 @@ test('docker client: a container list that never answers is aborted at each time
   await waitFor(() => hung.open.size <= 2, 2_000, 'the earlier attempts to close');
   sub.unsubscribe();
   await waitFor(() => hung.open.size === 0, 2_000, 'every request to close');
+});
+
+test('docker client: with no socket named it finds the default one and makes its direct GETs there, not through docker-modem', { timeout: 30_000 }, async (t) => {
+  // docker-modem's default socket is `~/.docker/run/docker.sock` when that exists: HOME points at
+  // a folder holding this test's socket, and DOCKER_HOST is unset, as on a plain VM.
+  const home = mkdtempSync(join(tmpdir(), 'portstream-docker-home-'));
+  const socketPath = join(home, '.docker', 'run', 'docker.sock');
+  mkdirSync(dirname(socketPath), { recursive: true });
+  const saved = { HOME: process.env['HOME'], DOCKER_HOST: process.env['DOCKER_HOST'] };
+  process.env['HOME'] = home;
+  delete process.env['DOCKER_HOST'];
+  const connections: net.Socket[] = [];
+  const paths: string[] = [];
+  const accepts: (string | undefined)[] = [];
+  const server = http.createServer((req, res) => {
+    paths.push((req.url ?? '').split('?')[0] ?? '');
+    accepts.push(req.headers.accept);
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(req.url?.startsWith('/containers/json') ? '[]' : JSON.stringify({ Id: 'c1', State: { Running: true }, NetworkSettings: { Ports: {} } }));
+  });
+  server.on('connection', (socket) => connections.push(socket));
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  t.after(async () => {
+    if (saved.HOME === undefined) delete process.env['HOME'];
+    else process.env['HOME'] = saved.HOME;
+    if (saved.DOCKER_HOST !== undefined) process.env['DOCKER_HOST'] = saved.DOCKER_HOST;
+    for (const socket of connections) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(home, { recursive: true, force: true });
+  });
+  const client = dockerodeClient({ logger: silent });
+  await firstValueFrom(client.listContainers());
+  await firstValueFrom(client.inspect('c1'));
+  await firstValueFrom(client.inspect('c1'));
+  assert.deepEqual(paths, ['/containers/json', '/containers/c1/json', '/containers/c1/json']);
+  // The direct GETs ask for JSON; docker-modem sends no Accept header (and formats every
+  // request's options with util.inspect on the way, which the add path cannot afford).
+  assert.deepEqual(accepts, ['application/json', 'application/json', 'application/json']);
+  assert.equal(connections.length, 1, 'one kept-alive connection');
 });

@@ -26,3 +26,19 @@ test('switchPerKey: keys run side by side; unsubscribing lets go of the source a
   h.expectSubscriptions(commands.subscriptions).toBe('^---!');
   h.expectSubscriptions(one.subscriptions).toBe('^---!');
 }));
+
+test('switchPerKey: it completes once its input has and every key has finished', marbles((h) => {
+  const one = h.cold('-1|');
+  const two = h.cold('----2|');
+  const plays: Record<string, ReturnType<typeof h.cold>> = { one, two };
+  const commands = h.hot('ab|', { a: run('one', 'k1'), b: run('two', 'k2') });
+  h.expectObservable(commands.pipe(switchPerKey((cmd: Cmd) => plays[cmd.name]!))).toBe('-1---2|');
+}));
+
+test('switchPerKey: a run that throws is its error, never an uncaught exception', marbles((h) => {
+  const commands = h.hot('-a-', { a: run('a') });
+  h.expectObservable(commands.pipe(switchPerKey((): never => {
+    throw new Error('boom');
+  }))).toBe('-#', undefined, new Error('boom'));
+  h.expectSubscriptions(commands.subscriptions).toBe('^!');
+}));

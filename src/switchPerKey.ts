@@ -1,35 +1,63 @@
-import { defer, EMPTY, groupBy, mergeMap, Subject, switchMap, type ObservableInput, type OperatorFunction } from 'rxjs';
+import { from, Observable, Subscription, type ObservableInput, type OperatorFunction } from 'rxjs';
 
 /**
- * Runs each key's commands one at a time, a new one replacing what the key was doing (`groupBy`
- * key, then `switchMap`); a `close` command ends what the key was doing, and its group.
+ * Runs each key's commands one at a time, a new one replacing what the key was doing (as
+ * `groupBy` key, then `switchMap`, would); a `close` command ends what the key was doing. It
+ * completes when its input has completed and every key's run has; a throw in `run` is its error.
  *
  *   commands:  a-b---c-x---a--     a, b, c for one key (each emits its name after 1 frame, c after 2);
  *   output:    -a-b---------a-     x closes the key: c is cut off, and a later a starts it afresh
  *
- * The group ends on a signal of its own rather than a duration that watches the group: RxJS's
- * `groupBy` counts such a watcher as a live subscriber, and would then never let go of its source
- * when unsubscribed.
+ * Written out rather than composed from `groupBy` and `switchMap`: a key costs one Map entry and
+ * the subscription to its run, where a group with its duration Subject, its `switchMap` and their
+ * subscribers cost about 4 KB of heap. The listener sink keeps a key per placeholder, thousands of
+ * them for as long as the agent runs.
  */
 export function switchPerKey<C extends { readonly kind: string; readonly key: string }, R>(run: (command: C) => ObservableInput<R>): OperatorFunction<C, R> {
   return (commands$) =>
-    defer(() => {
-      const closers = new Map<string, Subject<void>>();
-      const close = (key: string): typeof EMPTY => {
-        const closer = closers.get(key);
-        closers.delete(key);
-        closer?.next();
-        return EMPTY;
+    new Observable<R>((subscriber) => {
+      const running = new Map<string, Subscription>();
+      let inputDone = false;
+      const stop = (key: string): void => {
+        const current = running.get(key);
+        running.delete(key);
+        current?.unsubscribe();
       };
-      return commands$.pipe(
-        groupBy((c) => c.key, {
-          duration: (group) => {
-            const closer = new Subject<void>();
-            closers.set(group.key, closer);
-            return closer;
-          },
-        }),
-        mergeMap((group) => group.pipe(switchMap((c) => (c.kind === 'close' ? defer(() => close(c.key)) : run(c))))),
-      );
+      const start = (command: C): void => {
+        // The entry is in place before subscribing: a run may complete while it is subscribed to.
+        const own = new Subscription();
+        running.set(command.key, own);
+        own.add(
+          from(run(command)).subscribe({
+            next: (value) => { subscriber.next(value); },
+            error: (error: unknown) => { subscriber.error(error); },
+            complete: () => {
+              if (running.get(command.key) === own) running.delete(command.key);
+              if (inputDone && running.size === 0) subscriber.complete();
+            },
+          }),
+        );
+      };
+      const input = commands$.subscribe({
+        next: (command) => {
+          stop(command.key);
+          if (command.kind === 'close') return;
+          try {
+            start(command);
+          } catch (error: unknown) {
+            subscriber.error(error);
+          }
+        },
+        error: (error: unknown) => { subscriber.error(error); },
+        complete: () => {
+          inputDone = true;
+          if (running.size === 0) subscriber.complete();
+        },
+      });
+      return () => {
+        input.unsubscribe();
+        for (const run of running.values()) run.unsubscribe();
+        running.clear();
+      };
     });
 }

@@ -141,7 +141,7 @@ function listAll(client: DockerClient, log: Logger, bounded: Bound): Observable<
 function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: Bound): Observable<SourceEvent> {
   const id = event.Actor?.ID ?? event.id;
   if (event.Type !== undefined && event.Type !== 'container') return EMPTY;
-  if (!id) {
+  if (typeof id !== 'string' || id === '') {
     log.warn({ event }, 'ignoring a Docker event without a container ID');
     return EMPTY;
   }

@@ -5,6 +5,7 @@
  * use `local/busybox:latest`, made without a registry, and host ports in 18000-18999.
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after } from 'node:test';
 import { pino } from 'pino';
 import { dockerEvents } from '../streams/docker.js';
@@ -66,9 +67,9 @@ if (gateFor(dockerNeeds).status === 'ok') {
 }
 
 /** The agent under test, with a short back-off so a dockerd restart is noticed quickly. */
-function watchDocker(): PortSetRecorder {
+function watchDocker(client = dockerodeClient({ logger: log })): PortSetRecorder {
   return recordPortSets(
-    dockerEvents(dockerodeClient({ logger: log }), {
+    dockerEvents(client, {
       logger: log,
       backoff: { initialMs: 100, maxMs: 1_000, stableMs: 5_000 },
     }).pipe(toPortSet()),
@@ -144,6 +145,40 @@ engineTest('docker run -d -p, then docker rm -f: the port appears, then goes', o
   assert.equal(agent.latest()?.get('tcp/0.0.0.0:18200')?.owner, id);
   await assertViewEqualsDockerPs(agent);
 
+  await docker('rm', '-f', id);
+  await waitFor(() => hasNone(agent.keys(), keys), 10_000, () => `${keys.join(' ')} to go; ${show(agent)}`);
+  await assertViewEqualsDockerPs(agent);
+});
+
+engineTest('DOCKER_HOST on TCP: through dockerode, to the same dockerd behind a byte-for-byte TCP proxy', opts, async (t) => {
+  const { ipv6 } = await dockerReady();
+  // dockerd listens on its unix socket only: each TCP connection is piped to it unchanged.
+  const piped = new Set<net.Socket>();
+  const proxy = net.createServer((client) => {
+    const engine = net.connect('/var/run/docker.sock');
+    for (const socket of [client, engine]) {
+      piped.add(socket);
+      socket.on('close', () => piped.delete(socket));
+      socket.on('error', () => { client.destroy(); engine.destroy(); });
+    }
+    client.pipe(engine).pipe(client);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    // dockerode's kept-alive connections would hold close() open
+    for (const socket of piped) socket.destroy();
+    return new Promise((resolve) => proxy.close(resolve));
+  });
+  const { port } = proxy.address() as net.AddressInfo;
+  const containers = new TestContainers();
+  t.after(() => containers.removeAll());
+  const agent = watchDocker(dockerodeClient({ host: '127.0.0.1', port, logger: log }));
+  t.after(() => { agent.stop(); });
+  await waitFor(() => agent.sets.length > 0, 15_000, 'the first set');
+  const id = await containers.run('-p', '18210:80', busyboxImage, 'httpd', '-f', '-p', '80');
+  const keys = wildcardKeys('tcp', [18210], ipv6);
+  await waitFor(() => hasAll(agent.keys(), keys), 10_000, () => `${keys.join(' ')} to appear; ${show(agent)}`);
+  assert.equal(agent.latest()?.get('tcp/0.0.0.0:18210')?.owner, id);
   await docker('rm', '-f', id);
   await waitFor(() => hasNone(agent.keys(), keys), 10_000, () => `${keys.join(' ')} to go; ${show(agent)}`);
   await assertViewEqualsDockerPs(agent);

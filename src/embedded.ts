@@ -1,6 +1,8 @@
 import { createRequire, Module } from 'node:module';
-import { runInThisContext } from 'node:vm';
-import { brotliDecompressSync } from 'node:zlib';
+import { lazyBuiltin } from './builtin.js';
+
+const vm = lazyBuiltin('node:vm');
+const zlib = lazyBuiltin('node:zlib');
 
 /**
  * Runs a CommonJS module that the build embedded as base64 of its brotli-compressed source, and
@@ -9,8 +11,8 @@ import { brotliDecompressSync } from 'node:zlib';
  * and the code is only parsed when used. It works in both (a single executable cannot import()).
  */
 export function evaluateEmbedded(base64: string, filename: string): unknown {
-  const source = brotliDecompressSync(Buffer.from(base64, 'base64')).toString('utf8');
-  const wrapper = runInThisContext(Module.wrap(source), { filename }) as (
+  const source = zlib().brotliDecompressSync(Buffer.from(base64, 'base64')).toString('utf8');
+  const wrapper = vm().runInThisContext(Module.wrap(source), { filename }) as (
     exports: unknown,
     require: NodeJS.Require,
     module: { exports: unknown },

@@ -1,7 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { fromJSON, loadSync } from '@grpc/proto-loader';
 import { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
-import { randomUUID } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
@@ -174,7 +173,7 @@ function unary<T>(call: (done: (err: grpc.ServiceError | null, value: T | undefi
  */
 function subscribe(events: EventsClient, log: Logger, markerTimeoutMs: number): Observable<typeof CONTAINERD_EVENTS_OPEN | ContainerdEvent> {
   return new Observable((subscriber) => {
-    const token = randomUUID();
+    const token = globalThis.crypto.randomUUID(); // the global: node:crypto is not loaded unless needed
     const filters = [...containerdTopics, subscribedTopic].map((topic) => `topic=="${topic}"`);
     const call = events.Subscribe({ filters });
     let open = false;

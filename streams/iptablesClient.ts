@@ -1,9 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Observable } from 'rxjs';
 import type { Family, IptablesClient, MonitorKind } from './iptables.js';
+import { lazyBuiltin } from '../src/builtin.js';
+
+const childProcess = lazyBuiltin('node:child_process');
 
 /** Each command as an argument array, never through a shell. */
 const saveCommands: Readonly<Record<Family, readonly [string, ...string[]]>> = {
@@ -44,7 +46,7 @@ const maxOutputBytes = 64 * 1024 * 1024;
 
 function runCommand([cmd, ...args]: readonly [string, ...string[]], timeoutMs: number): Observable<string> {
   return new Observable<string>((subscriber) => {
-    const child = execFile(
+    const child = childProcess().execFile(
       findCommand(cmd),
       args,
       { maxBuffer: maxOutputBytes, timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' },
@@ -76,7 +78,7 @@ function runCommand([cmd, ...args]: readonly [string, ...string[]], timeoutMs: n
 
 function monitorLines([cmd, ...args]: readonly [string, ...string[]]): Observable<string> {
   return new Observable<string>((subscriber) => {
-    const child = spawn(findCommand(cmd), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(findCommand(cmd), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {

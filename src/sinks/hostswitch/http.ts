@@ -1,12 +1,14 @@
 import http from 'node:http';
-import https from 'node:https';
 import { Observable } from 'rxjs';
+import { lazyBuiltin } from '../../builtin.js';
 import type { HostSwitchRequester, HostSwitchResponse } from './types.js';
+
+const https = lazyBuiltin('node:https');
 
 /** A keep-alive agent with a socket per request in flight, and one for the list read. */
 export function newAgent(url: string, concurrency: number): http.Agent {
   const options = { keepAlive: true, maxSockets: concurrency + 1 };
-  return url.startsWith('https:') ? new https.Agent(options) : new http.Agent(options);
+  return url.startsWith('https:') ? new (https().Agent)(options) : new http.Agent(options);
 }
 
 /**
@@ -20,7 +22,7 @@ export function httpRequester(url: string, options: { readonly timeoutMs: number
   return (req) =>
     new Observable<HostSwitchResponse>((subscriber) => {
       const target = new URL(req.path.replace(/^\//, ''), base);
-      const client = target.protocol === 'https:' ? https : http;
+      const client = target.protocol === 'https:' ? https() : http;
       const headers: http.OutgoingHttpHeaders = req.body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(req.body) };
       const call = client.request(target, { method: req.method, headers, ...(options.agent && { agent: options.agent }) }, (res) => {
         const chunks: Buffer[] = [];

@@ -92,7 +92,7 @@ test('iptables: reads at start and once the monitor has settled; each monitor li
     monitors: { nft: [() => h.cold('---------------c', { c: 'add rule ip nat CNI-DN-x tcp dport 8080 dnat to 10.88.0.5:80' })] },
   });
   // start at 0, settled at 5, the change line at 15
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e----e---------w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e--------------w');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 5, 15]);
   assert.deepEqual(client.reads.ipv6, [0, 5, 15], 'both families are read each time');
@@ -141,8 +141,9 @@ test('iptables: nft monitor failing falls back to xtables-monitor', marbles((h, 
     monitors: { nft: [() => h.cold('#', undefined, new Error('nft: not found'))], xtables: [quiet] },
   });
   // both starts fold into reads at 0 and 2; the settled trigger at 5 lands in the 2–6 window
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e-e---e');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 30ms !', 'e');
   h.flush();
+  assert.deepEqual(client.reads.ipv4, [0, 2, 6], 'read each time; the same empty table is told once');
   assert.deepEqual(client.monitorStarts, { nft: [0], xtables: [0] });
   assert.ok(lines().some((l) => l.msg === 'watching rule changes with stdbuf -oL xtables-monitor -e'));
 }));
@@ -153,7 +154,7 @@ test('iptables: when no monitor works it polls, and says so once', marbles((h, s
     ipv4: [text(h, natTable()), text(h, natTable()), text(h, natTable(web))],
   });
   // the three starts fold into reads at 0 and 2; then a poll every 10 frames
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 35ms !', 'e-e-------w---------w---------w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 35ms !', 'e---------w');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 2, 10, 20, 30]);
   const modes = lines().filter((l) => l.level === 30 && /polling|watching/.test(l.msg));
@@ -177,8 +178,9 @@ test('iptables: legacy iptables polls without starting a monitor', marbles((h, s
     version: () => h.cold('(v|)', { v: 'iptables v1.8.7 (legacy)' }),
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 25ms !', 'e---------e---------e');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 25ms !', 'e');
   h.flush();
+  assert.deepEqual(client.reads.ipv4, [0, 10, 20]);
   assert.deepEqual(client.monitorStarts, { nft: [], xtables: [] });
   assert.ok(lines().some((l) => /legacy flavour.*polling the rules every 10 ms/.test(l.msg)));
 }));
@@ -191,7 +193,7 @@ test('iptables: a failing iptables-save (exit 4, the xtables lock) is retried wi
     monitors: { nft: [quiet] },
   });
   // read at 0 fails, wait 10 → fails again, wait 20 → 30 succeeds (the settled trigger at 5 waits behind it)
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', '30ms (ww)');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', '30ms w');
   h.flush();
   assert.deepEqual(client.reads.ipv4, [0, 10, 30, 30]);
   const warnings = lines().filter((l) => l.level === 40);
@@ -207,8 +209,9 @@ test('iptables: a working monitor that dies is restarted with back-off, and the 
     monitors: { nft: [() => h.cold('--------------#', undefined, new Error('nft monitor ended (SIGKILL)')), quiet] },
   });
   // settled at 5, dies at 14, back-off 10 → restarted at 24 (read), settled at 29 (read)
-  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', 'e----e------------------w----w');
+  expectEvents(h, iptablesEvents(client, { ...timing, scheduler, logger: log }), '^ 40ms !', 'e-----------------------w');
   h.flush();
+  assert.deepEqual(client.reads.ipv4, [0, 5, 24, 29]);
   assert.deepEqual(client.monitorStarts.nft, [0, 24]);
   assert.ok(lines().some((l) => l.level === 40 && /the rule monitor stopped \(nft monitor ended \(SIGKILL\)\); restarting it and re-reading the rules in 10 ms/.test(l.msg)));
   assert.equal(lines().filter((l) => l.msg === 'watching rule changes with nft monitor').length, 2, 'the mode is logged again after the restart');
@@ -231,7 +234,7 @@ test('iptables: IPv6 rules count, and a missing ip6tables-save means IPv4 only, 
     ipv6: [text(h, v6), () => h.cold('#', undefined, enoent)],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'x----w----w---------w', {
+  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'x----w', {
     x: snapshot([
       [webFwd.owner, [webFwd]],
       [v6Owner, [fwd(8080, { source: 'iptables', owner: v6Owner, hostIp: '::1', containerPort: 80 })]],
@@ -272,8 +275,8 @@ test('iptables: a failing ip6tables-save holds nothing back: IPv4 goes on, the I
     ipv6: [text(h, natTable(v6Rule)), failing, failing, text(h, '')],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(never, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 12ms !', 'w----w----w');
-  expectEvents(h, iptablesEvents(later, { ...timing, safetyMs: 10, scheduler, logger: recordingLogger().log }), '^ 22ms !', 'v----v----x---------y', {
+  expectEvents(h, iptablesEvents(never, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 12ms !', 'w');
+  expectEvents(h, iptablesEvents(later, { ...timing, safetyMs: 10, scheduler, logger: recordingLogger().log }), '^ 22ms !', 'v---------x---------y', {
     v: snapshot([[v6Owner, [v6Fwd]]]),
     x: snapshot([
       [webFwd.owner, [webFwd]],
@@ -295,11 +298,23 @@ test('iptables: a rule it cannot read is logged once, not on every re-read, nor 
     ipv4: [text(h, natTable(web, odd)), text(h, natTable(web, odd)), text(h, natTable(web, dns, odd))],
     monitors: { nft: [quiet] },
   });
-  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'w----w----b---------b');
+  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: log }), '^ 25ms !', 'w---------b');
   h.flush();
   const warnings = lines().filter((l) => l.level === 40);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!.msg, /^iptables-save: line \d+ \(CNI portmap CNI-DN-0123456789abcdef01234\): protocol sctp is not forwarded/);
+}));
+
+test('iptables: a table that reads the same as the last is not told again, though its comments (the time of the read) differ', marbles((h, scheduler) => {
+  const at = (time: string) => text(h, natTable(web).replace('(nf_tables)', `(nf_tables) on Sun Dec  6 ${time} 2026`));
+  const client = scripted(h, () => scheduler.now(), {
+    ipv4: [at('07:00:00'), at('07:00:05'), at('07:00:10'), at('07:00:20'), text(h, natTable(web, dns))],
+    monitors: { nft: [quiet] },
+  });
+  // read at 0, settled at 5, safety re-reads at 10 and 20 (the same rules), then dns appears at 30
+  expectEvents(h, iptablesEvents(client, { ...timing, safetyMs: 10, scheduler, logger: recordingLogger().log }), '^ 32ms !', 'w 29ms b');
+  h.flush();
+  assert.deepEqual(client.reads.ipv4, [0, 5, 10, 20, 30]);
 }));
 
 test('iptables: unsubscribing stops the monitor and the timers', marbles((h, scheduler) => {

@@ -5,9 +5,11 @@ import {
   concatWith,
   defaultIfEmpty,
   defer,
+  EMPTY,
   forkJoin,
   map,
   merge,
+  mergeMap,
   Observable,
   of,
   take,
@@ -103,7 +105,9 @@ type Trigger =
 /**
  * The nat table's published ports as a stream of snapshots. A rule monitor says when something
  * changed; each change triggers a re-read of both families (`iptables-save`, `ip6tables-save`),
- * and each re-read is a snapshot, so nothing depends on parsing the monitor's output. The first
+ * and each re-read whose rules differ from the last one told is a snapshot, so nothing depends on
+ * parsing the monitor's output (and a re-read of the same rules, by a poll, a safety re-read or a
+ * change to another table, costs no parse and no event). The first
  * change after quiet is read at once; a burst folds into a few re-reads (`coalesceTriggers`), and
  * changes during a read fold into one more (`exhaustMapWithTrailing`). A slow safety re-read
  * runs as well. Where no monitor works the stream polls. A failing iptables-save is retried with
@@ -112,7 +116,7 @@ type Trigger =
  *
  *   monitor:   ---c-----ccccccc-----X               c = a line from nft monitor, X = it died
  *   triggers:  s--c-----c-c---c-----(back-off)s     s = (re)start and settle, c = change(s)
- *   events:    S--S-----S-S---S-----(back-off)S     S = a snapshot of both families
+ *   events:    S--S-----S-S---S-----(back-off)S     S = a snapshot of both families (when it changed)
  *
  * (a burst of lines: the first is read at once, the rest fold into one read per window)
  */
@@ -273,10 +277,15 @@ function readRules(
         log[retryLogLevel(attempt)]({ attempt, delayMs }, `cannot read the nat table (${errorMessage(error)}); trying again in ${String(delayMs)} ms`);
       },
     }),
-    map(([v4, v6]) => {
+    mergeMap(([v4, v6]) => {
       if (state.failing) log.info('reading the nat table works again');
       state.failing = false;
       opts.connection?.connected();
+      // The same rules as the last read (a safety re-read, a poll, a change to another table):
+      // nothing to tell, and parsing thousands of rules again would only make garbage.
+      const rulesRead = withoutComments(v4) + '\0' + withoutComments(v6);
+      if (rulesRead === state.lastRules) return EMPTY;
+      state.lastRules = rulesRead;
       const owners = new Map<string, Forward[]>();
       const problems = new Set<string>();
       for (const [family, text] of [['ipv4', v4], ['ipv6', v6]] as const) {
@@ -297,7 +306,7 @@ function readRules(
         seen.add(key);
       }
       state.problems = seen;
-      return snapshot(owners);
+      return of(snapshot(owners));
     }),
   );
 }
@@ -324,6 +333,13 @@ interface Logged {
   /** The last IPv6 nat table read, which stands while ip6tables-save fails. */
   lastIpv6: string;
   ipv6Failing: boolean;
+  /** Both tables as last emitted, without comments; undefined until the first. */
+  lastRules?: string;
+}
+
+/** iptables-save's text without its comment lines, which carry the time of the read. */
+function withoutComments(text: string): string {
+  return text.replace(/^#.*\n?/gm, '');
 }
 
 function code(error: unknown): unknown {

@@ -2,7 +2,6 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, isIPv6, type Server, type Socket } from 'node:net';
 import {
   asyncScheduler,
-  catchError,
   concatMap,
   defer,
   EMPTY,
@@ -14,7 +13,6 @@ import {
   mergeMap,
   Observable,
   observeOn,
-  of,
   queueScheduler,
   scan,
   Subject,
@@ -89,14 +87,30 @@ export function listenerSink(opts: ListenerSinkOptions = {}): Sink {
   const config: ListenerConfig = { retryMs: opts.retryMs ?? listenerDefaults.retryMs, jitter: opts.jitter ?? listenerDefaults.jitter };
   const random = opts.random ?? Math.random;
 
-  /** One port's commands: holding its placeholder, or waiting to try again, until the next. */
+  /**
+   * One port's commands: holding its placeholder, or waiting to try again, until the next. A hold
+   * lasts as long as the placeholder, thousands of them at once, so it is one subscriber rather
+   * than `defer`, `map` and `catchError`: 1.2 KB less heap each, a fifth of what one costs.
+   */
   const runPort = (command: Extract<ListenerCommand, { readonly key: string }>): Observable<ListenerInput> => {
     if (command.kind === 'hold') {
       const { key, gen } = command;
-      return defer(() => binder.hold(command.forward)).pipe(
-        map((): ListenerInput => ({ kind: 'bound', key, gen })),
-        catchError((error: unknown) => of<ListenerInput>({ kind: 'bindFailed', key, gen, failure: bindFailure(error), random: random() })),
-      );
+      return new Observable<ListenerInput>((subscriber) => {
+        const failed = (error: unknown): void => {
+          subscriber.next({ kind: 'bindFailed', key, gen, failure: bindFailure(error), random: random() });
+          subscriber.complete();
+        };
+        try {
+          return binder.hold(command.forward).subscribe({
+            next: () => { subscriber.next({ kind: 'bound', key, gen }); },
+            error: failed,
+            complete: () => { subscriber.complete(); },
+          });
+        } catch (error: unknown) {
+          failed(error);
+          return undefined;
+        }
+      });
     }
     if (command.kind === 'wait') return timer(command.ms, scheduler).pipe(map((): ListenerInput => ({ kind: 'retry', key: command.key, gen: command.gen })));
     return EMPTY;

@@ -161,8 +161,15 @@ async function placeholders2000(settleMs: number, windowMs: number): Promise<voi
   }
 }
 
-/** The floor: an idle, empty node process measured the same way. */
+/** The floor: an idle, empty node process measured the same way, and how long one takes to run. */
 async function emptyNode(settleMs: number): Promise<void> {
+  const runs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await promisify(execFile)(process.execPath, ['-e', '0'], { env: env() });
+    runs.push(performance.now() - t0);
+  }
+  report({ name: 'dist.node_empty.run', value: round(percentile(runs, 50), 1), unit: 'ms', ...spread(runs), note: '`node -e 0`, exec to exit: how loaded the machine is (about 40 ms when quiet), beside the cold starts' });
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', env: env() });
   await sleep(settleMs);
   report({ name: 'dist.node_empty.rss_idle', value: round(status(child.pid ?? 0, 'VmRSS'), 1), unit: 'MB', anon_mb: round(status(child.pid ?? 0, 'RssAnon'), 1), note: `an empty node ${process.version} process, idle: the floor under every variant but the executable's own` });

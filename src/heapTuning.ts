@@ -8,7 +8,7 @@
  * the nursery would grow (unlike its maximum size, which is fixed when the heap is made), so setting
  * it to 1 here keeps the nursery at its start size; a burst costs more frequent, small scavenges
  * instead. Whoever passes a semi-space flag to node (`NODE_OPTIONS`, node's own arguments) keeps it.
- * The figures are in docs/install.md ("Memory").
+ * The figures are in docs/install.md ("Size, start-up and memory").
  */
 import v8 from 'node:v8';
 

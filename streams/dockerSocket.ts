@@ -54,30 +54,31 @@ export function dockerSocketClient(socketPath: string | (() => string), log: Log
   };
 }
 
-/** One GET: one value, the parsed reply. */
+/** One GET: one value, the parsed reply. No promise: the inspect is on the add path. */
 function socketGet<T>(socketPath: string, path: string, agent: http.Agent): Observable<T> {
   return new Observable<T>((subscriber) => {
     let settled = false;
-    const fail = (error: Error): void => {
+    const fail = (error: unknown): void => {
       settled = true;
       subscriber.error(error);
     };
     const request = http.get({ socketPath, path, agent, headers: { accept: 'application/json' } }, (response) => {
-      readReply(response, path, (error) => { request.destroy(error); }).then(
-        (body) => {
-          let value: T;
-          try {
-            value = JSON.parse(body) as T;
-          } catch (error: unknown) {
-            fail(error instanceof Error ? error : new Error(String(error)));
-            return;
-          }
-          settled = true;
-          subscriber.next(value);
-          subscriber.complete();
-        },
-        fail,
-      );
+      readReply(response, path, request, (error, body) => {
+        if (error !== undefined) {
+          fail(error);
+          return;
+        }
+        let value: T;
+        try {
+          value = JSON.parse(body) as T;
+        } catch (parseError: unknown) {
+          fail(parseError);
+          return;
+        }
+        settled = true;
+        subscriber.next(value);
+        subscriber.complete();
+      });
     });
     request.on('error', fail);
     return () => {
@@ -87,25 +88,23 @@ function socketGet<T>(socketPath: string, path: string, agent: http.Agent): Obse
 }
 
 /**
- * The whole body of a reply, or its failure: a status other than 200 (with `statusCode`), an
- * aborted reply, or one over `maxReplyBytes` (then `destroy` ends the request).
+ * Calls `done` with the whole body of a reply, or with its failure: a status other than 200 (with
+ * `statusCode`), an aborted reply, or one over `maxReplyBytes` (which also ends the request).
  */
-function readReply(response: http.IncomingMessage, path: string, destroy: (error: Error) => void): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    response.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxReplyBytes) destroy(new Error(`dockerd's reply to GET ${path} is over ${String(maxReplyBytes)} bytes`));
-      else chunks.push(chunk);
-    });
-    response.on('error', reject);
-    response.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      const status = response.statusCode ?? 0;
-      if (status === 200) resolve(body);
-      else reject(Object.assign(new Error(`dockerd answered ${String(status)} to GET ${path}: ${body.trim().slice(0, 200)}`), { statusCode: status }));
-    });
+function readReply(response: http.IncomingMessage, path: string, request: http.ClientRequest, done: (error: Error | undefined, body: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  response.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > maxReplyBytes) request.destroy(new Error(`dockerd's reply to GET ${path} is over ${String(maxReplyBytes)} bytes`));
+    else chunks.push(chunk);
+  });
+  response.on('error', (error) => { done(error, ''); });
+  response.on('end', () => {
+    const body = Buffer.concat(chunks).toString('utf8');
+    const status = response.statusCode ?? 0;
+    if (status === 200) done(undefined, body);
+    else done(Object.assign(new Error(`dockerd answered ${String(status)} to GET ${path}: ${body.trim().slice(0, 200)}`), { statusCode: status }), body);
   });
 }
 
@@ -119,10 +118,7 @@ function socketEvents(socketPath: string, log: Logger): Observable<typeof EVENTS
     const path = `/events?filters=${encodeURIComponent(JSON.stringify(dockerEventFilters))}`;
     const request = http.get({ socketPath, path, agent: false, headers: { accept: 'application/json' } }, (response) => {
       if (response.statusCode !== 200) {
-        readReply(response, '/events', (error) => { request.destroy(error); }).then(
-          () => { subscriber.error(new Error(`dockerd answered ${String(response.statusCode)} to GET /events`)); },
-          (error: unknown) => { subscriber.error(error); },
-        );
+        readReply(response, '/events', request, (error) => { subscriber.error(error); });
         return;
       }
       subscriber.next(EVENTS_OPEN);

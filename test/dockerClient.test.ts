@@ -11,7 +11,8 @@ import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { firstValueFrom, type Subscription } from 'rxjs';
+import { firstValueFrom, take, toArray, type Subscription } from 'rxjs';
+import { recordingLogger } from '../marbles/helpers.js';
 import { pino } from 'pino';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
@@ -118,4 +119,40 @@ test('docker client: with no socket named it finds the default one and makes its
   // request's options with util.inspect on the way, which the add path cannot afford).
   assert.deepEqual(accepts, ['application/json', 'application/json', 'application/json']);
   assert.equal(connections.length, 1, 'one kept-alive connection');
+});
+
+test('docker client: event lines that are not JSON objects are logged and skipped, and the next event still counts', { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portstream-odd-events-'));
+  const socketPath = join(dir, 'docker.sock');
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    if (req.url?.startsWith('/events')) {
+      // what a broken proxy or a future dockerd might send, then a real start event
+      res.write('not json\nnull\n[1]\n{"Type":"container","Action":"start","Actor":{"ID":42}}\n');
+      res.write('{"Type":"container","Action":"start","Actor":{"ID":"c1"}}\n');
+      return; // the stream stays open
+    }
+    if (req.url?.startsWith('/containers/json')) res.end('[]');
+    else res.end(JSON.stringify({ Id: 'c1', State: { Running: true }, NetworkSettings: { Ports: { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }] } } }));
+  });
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const { log, lines } = recordingLogger();
+  const events = await firstValueFrom(
+    dockerEvents(dockerodeClient({ socketPath, logger: log }), { logger: log }).pipe(take(2), toArray()),
+  );
+  assert.deepEqual(events.map((e) => e.type), ['snapshot', 'upsert']);
+  const warnings = lines().filter((l) => l.level === 40).map((l) => l.msg);
+  assert.deepEqual(warnings, [
+    'ignoring a Docker event line that is not JSON',
+    'ignoring a Docker event line that is not a JSON object',
+    'ignoring a Docker event line that is not a JSON object',
+    'ignoring a Docker event without a container ID',
+  ]);
 });

@@ -1,34 +1,14 @@
 import { networkInterfaces } from 'node:os';
-import {
-  asyncScheduler,
-  catchError,
-  concatMap,
-  defer,
-  EMPTY,
-  endWith,
-  filter,
-  groupBy,
-  map,
-  merge,
-  mergeMap,
-  type Observable,
-  observeOn,
-  of,
-  queueScheduler,
-  scan,
-  Subject,
-  tap,
-  timer,
-  type OperatorFunction,
-  type SchedulerLike,
-} from 'rxjs';
-import { switchPerKey } from '../switchPerKey.js';
-import { done, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
+import { asyncScheduler, catchError, defer, EMPTY, endWith, map, type Observable, of, timer, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import { keyedLoop } from '../reconcileLoop.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import type { Backoff } from '../backoff.js';
 import { sharedGet } from '../sharedMap.js';
-import { initialBindingState, reconcileBindings, type BindingCommand, type BindingEvent, type BindingInput, type BindingStep } from './bindingsReconcile.js';
+import { initialBindingState, reconcileBindings, type BindingCommand, type BindingEvent, type BindingInput, type BindingState } from './bindingsReconcile.js';
+
+/** The commands that belong to one binding. */
+type KeyedCommand = Extract<BindingCommand, { readonly key: string }>;
 
 export type { BindingEvent } from './bindingsReconcile.js';
 import type { HostBinding, PortMapping } from '../wire/parsePortMapping.js';
@@ -78,8 +58,8 @@ export interface ManageBindingsOptions {
  * - A remove of an unknown binding is fine (adds are idempotent, removes too).
  * - When the input completes, every proxy is closed and the stream completes.
  *
- * The decisions are `reconcileBindings` (pure, bindingsReconcile.ts), folded with `scan`; here its
- * commands run per binding (`groupBy` key, then `switchMap`). A proxy's `target()` reads the
+ * The decisions are `reconcileBindings` (pure, bindingsReconcile.ts), run by `keyedLoop`: its
+ * commands run per binding. A proxy's `target()` reads the
  * latest state, so a retarget needs no reopening. A throw in `open` is a failed listen, retried
  * like any other; a throw anywhere else (`localAddresses`, the logger) becomes the stream's error.
  */
@@ -91,9 +71,8 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
 
   return (mappings$) =>
     defer(() => {
-      const feedback = new Subject<BindingInput>();
       let latest = initialBindingState;
-      const runBinding = (c: Extract<BindingCommand, { readonly key: string }>): Observable<BindingInput> => {
+      const runBinding = (c: KeyedCommand): Observable<BindingInput> => {
         if (c.kind === 'open') {
           const { key, gen } = c;
           const first = sharedGet(latest.active, key)?.target ?? '';
@@ -109,24 +88,15 @@ export function manageBindings(opts: ManageBindingsOptions): OperatorFunction<Po
         return EMPTY;
       };
       const toInput = (mapping: PortMapping): BindingInput => ({ kind: 'mapping', mapping, local: mapping.remove ? new Set() : localAddresses() });
-      return merge(feedback, mappings$.pipe(map(toInput), endWith<BindingInput>({ kind: 'stop' }))).pipe(
-        observeOn(queueScheduler),
-        scan((step: BindingStep, input: BindingInput) => reconcileBindings(step.state, input, opts.backoff), { state: initialBindingState, commands: [] }),
-        tap((step) => (latest = step.state)),
-        concatMap((step) => step.commands),
-        groupBy((c) => (c.kind === 'open' || c.kind === 'wait' || c.kind === 'close' ? 'binding' : c.kind)),
-        mergeMap((commands$): Observable<BindingEvent | typeof done> => {
-          if (commands$.key === 'binding') {
-            return commands$.pipe(
-              filter((c): c is Extract<BindingCommand, { readonly key: string }> => 'key' in c),
-              switchPerKey(runBinding),
-              feedInto(feedback),
-            );
-          }
-          return commands$.pipe(runOutputs(log, (c) => (c.kind === 'event' ? c.event : undefined)));
-        }),
-        untilDone(),
-      );
+      return keyedLoop(mappings$.pipe(map(toInput), endWith<BindingInput>({ kind: 'stop' })), {
+        initial: initialBindingState,
+        reduce: (state: BindingState, input: BindingInput) => reconcileBindings(state, input, opts.backoff),
+        keyed: (c: BindingCommand): c is KeyedCommand => c.kind === 'open' || c.kind === 'wait' || c.kind === 'close',
+        run: runBinding,
+        output: (c: BindingCommand) => (c.kind === 'event' ? c.event : undefined),
+        log,
+        onState: (state: BindingState) => (latest = state),
+      });
     });
 }
 

@@ -72,7 +72,9 @@ async function benchMode(mode: Mode, n: number): Promise<void> {
     if (up === undefined) throw new Error(`the agent did not connect to dockerd:\n${stderr}`);
     await sleep(300); // past start-up work (the first list, JIT of the cold paths)
     const latencies: number[] = [];
-    for (let i = 0; i < n; i++) {
+    let first: number | undefined;
+    // One more than measured: the first start after start-up is reported on its own (below).
+    for (let i = 0; i <= n; i++) {
       const hostPort = 19_200 + i;
       const container = await docker.createContainer({
         Image: busyboxImage,
@@ -85,12 +87,24 @@ async function benchMode(mode: Mode, n: number): Promise<void> {
       const got = await until(() => receiver.messages.some((m) => !m.remove && m.hostPorts.includes(hostPort)) && started.has(container.id), 5000);
       const message = receiver.messages.find((m) => !m.remove && m.hostPorts.includes(hostPort));
       const at = started.get(container.id);
-      if (got !== undefined && message && at !== undefined) latencies.push(message.wallMs - at);
+      if (got !== undefined && message && at !== undefined) {
+        if (i === 0) first = message.wallMs - at;
+        else latencies.push(message.wallMs - at);
+      }
       await sleep(120); // past the coalescing window, so each start is a lone change
     }
     const note = `timeNano of the start event → the vtunnel peer has the message; real dockerd, agent process ${mode.name === 'compiled' ? 'from dist/' : 'under tsx'}`;
     report({ name: `docker.add.${mode.name}.p50`, value: round(percentile(latencies, 50)), unit: 'ms', samples: latencies.length, target: '<= 2 ms', note });
     report({ name: `docker.add.${mode.name}.p99`, value: round(percentile(latencies, 99)), unit: 'ms', samples: latencies.length, target: '<= 5 ms' });
+    report({ name: `docker.add.${mode.name}.max`, value: round(Math.max(...latencies)), unit: 'ms', samples: latencies.length });
+    if (first !== undefined) {
+      report({
+        name: `docker.add.${mode.name}.first`,
+        value: round(first),
+        unit: 'ms',
+        note: 'the first start after the agent connected, not in the figures above: nothing is known yet of how this engine expands host addresses, so it waits for its inspect, and its path runs for the first time',
+      });
+    }
     report({
       name: `docker.add.${mode.name}.event_delivery.p50`,
       value: round(percentile(delivered, 50)),

@@ -206,3 +206,91 @@ test('docker: a malformed port gets one log line and the container keeps its val
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!.msg, /container c2: unrecognised port spec "eighty\/tcp"/);
 }));
+
+// Predicting a start from what its create asked for (streams/dockerPredict.ts).
+
+/** `docker run -p PORT:80` on dockerd 20.10: as created, and as started. */
+const asCreated = (id: string, port: number): DockerContainerInspect => ({
+  Id: id,
+  State: { Running: false },
+  HostConfig: { NetworkMode: 'default', PortBindings: { '80/tcp': [{ HostIp: '', HostPort: String(port) }] } },
+  NetworkSettings: { Ports: {} },
+});
+const asStarted = (id: string, port: number, ips: readonly string[] = ['0.0.0.0', '::']): DockerContainerInspect => ({
+  ...asCreated(id, port),
+  State: { Running: true },
+  NetworkSettings: { Ports: { '80/tcp': ips.map((HostIp) => ({ HostIp, HostPort: String(port) })) } },
+});
+const published = (id: string, port: number, ips: readonly string[] = ['0.0.0.0', '::']): SourceEvent =>
+  upsert(id, ips.map((hostIp) => fwd(port, { owner: id, hostIp, containerPort: 80 })));
+
+/** Answers each container's inspects in turn from `answers[id]` (the last one repeats), counting them. */
+function inspects(answers: Readonly<Record<string, readonly Observable<DockerContainerInspect>[]>>): { inspect: (id: string) => Observable<DockerContainerInspect>; calls: Map<string, number> } {
+  const calls = new Map<string, number>();
+  return {
+    calls,
+    inspect: (id) =>
+      defer(() => {
+        const n = calls.get(id) ?? 0;
+        calls.set(id, n + 1);
+        const list = answers[id] ?? [];
+        return list[Math.min(n, list.length - 1)] ?? throwError(() => new Error(`no script for ${id}`));
+      }),
+  };
+}
+
+test('docker: once a start has shown how the engine expands addresses, the next start is published at once and then confirmed', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { inspect, calls } = inspects({
+    c2: [cold('-i|', { i: asCreated('c2', 9090) }), cold('-i|', { i: asStarted('c2', 9090) })],
+    c3: [cold('-i|', { i: asCreated('c3', 9191) }), cold('-i|', { i: asStarted('c3', 9191) })],
+  });
+  const client = scripted([cold<Ev>('O-a-b----c-d', { O, a: ev('create', 'c2'), b: ev('start', 'c2'), c: ev('create', 'c3'), d: ev('start', 'c3') })], [cold('l|', { l: [] })], inspect);
+  // c2: nothing learned yet, so its start waits for its inspect (4 → 5). c3: published at its
+  // start (11), and the inspect, made once the confirm wait (1 frame) is over, agrees at 13.
+  const stream = dockerEvents(client, { backoff, scheduler, logger: recordingLogger().log, confirmAfter: () => cold('-x') });
+  expectObservable(stream, '^ 20ms !').toBe('e----u-----p-q', { e: values.e, u: published('c2', 9090), p: published('c3', 9191), q: published('c3', 9191) });
+  h.flush();
+  assert.deepEqual(Object.fromEntries(calls), { c2: 2, c3: 2 });
+}));
+
+test('docker: a prediction the inspect contradicts is corrected, with one log line', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const { inspect } = inspects({
+    c2: [cold('-i|', { i: asCreated('c2', 9090) }), cold('-i|', { i: asStarted('c2', 9090) })],
+    // the engine was set up differently meanwhile: IPv4 only
+    c3: [cold('-i|', { i: asCreated('c3', 9191) }), cold('-i|', { i: asStarted('c3', 9191, ['0.0.0.0']) })],
+  });
+  const client = scripted([cold<Ev>('O-a-b----c-d', { O, a: ev('create', 'c2'), b: ev('start', 'c2'), c: ev('create', 'c3'), d: ev('start', 'c3') })], [cold('l|', { l: [] })], inspect);
+  const stream = dockerEvents(client, { backoff, scheduler, logger: log, confirmAfter: () => cold('-x') });
+  expectObservable(stream, '^ 20ms !').toBe('e----u-----p-q', { e: values.e, u: published('c2', 9090), p: published('c3', 9191), q: published('c3', 9191, ['0.0.0.0']) });
+  h.flush();
+  assert.deepEqual(lines().filter((l) => l.level >= 30 && /predicted/.test(l.msg)).map((l) => l.msg), ['container c3: its ports differed from those predicted at its start; corrected']);
+}));
+
+test("docker: a start that comes while its create's inspect is out takes that answer, without asking again", marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  // dockerd answers the inspect only once the start lets go of the container: as started
+  const { inspect, calls } = inspects({ c2: [cold('---i|', { i: asStarted('c2', 9090) })] });
+  const client = scripted([cold<Ev>('O-ab', { O, a: ev('create', 'c2'), b: ev('start', 'c2') })], [cold('l|', { l: [] })], inspect);
+  expectObservable(run(client, scheduler), '^ 20ms !').toBe('e----u', { e: values.e, u: published('c2', 9090) });
+  h.flush();
+  assert.equal(calls.get('c2'), 1);
+}));
+
+test("docker: a create's inspect that answers from before the start, or fails, leaves the start to its own inspect", marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const { log, lines } = recordingLogger();
+  const { inspect, calls } = inspects({
+    c2: [cold('--i|', { i: asCreated('c2', 9090) }), cold('-i|', { i: asStarted('c2', 9090) })],
+    c3: [cold('-#', undefined, new Error('connection reset')), cold('-i|', { i: asStarted('c3', 9191) })],
+  });
+  const client = scripted([cold<Ev>('O-ab---c-d', { O, a: ev('create', 'c2'), b: ev('start', 'c2'), c: ev('create', 'c3'), d: ev('start', 'c3') })], [cold('l|', { l: [] })], inspect);
+  // c2: the create's answer (at 4) shows it not running yet: asked again, answered at 5.
+  // c3: the create's inspect failed at 8; its start (9) is not predicted: the ports come at 10
+  expectObservable(dockerEvents(client, { backoff, scheduler, logger: log }), '^ 20ms !').toBe('e----u----v', { e: values.e, u: published('c2', 9090), v: published('c3', 9191) });
+  h.flush();
+  assert.deepEqual(Object.fromEntries(calls), { c2: 2, c3: 2 });
+  assert.equal(lines().filter((l) => l.level >= 40).length, 0, 'a failed create inspect costs only the prediction');
+}));

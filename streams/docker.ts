@@ -1,13 +1,24 @@
 import {
   asyncScheduler,
   catchError,
+  concat,
   concatMap,
   concatWith,
+  connect,
+  defaultIfEmpty,
   defer,
   EMPTY,
+  filter,
+  ignoreElements,
   map,
+  merge,
+  mergeMap,
   Observable,
   of,
+  ReplaySubject,
+  share,
+  take,
+  tap,
   throwError,
   timeout,
   type MonoTypeOperatorFunction,
@@ -17,7 +28,9 @@ import { moduleLogger, type Logger } from '../src/log.js';
 import { remove, snapshot, upsert, type Forward, type SourceEvent } from '../src/model.js';
 import { reconnectWithBackoff, retryLogLevel, type BackoffOptions } from '../operators/reconnectWithBackoff.js';
 import { portsFromInspect, portsFromList, type InspectPorts, type ListPort, type Parsed } from './dockerPorts.js';
+import { StartPredictor, type BindingsInspect } from './dockerPredict.js';
 import { errorMessage } from '../src/errors.js';
+import { ioPolled } from '../src/ioPolled.js';
 import type { ConnectionReporter } from '../src/status/observer.js';
 
 /** The slice of a Docker event that portstream reads. */
@@ -36,7 +49,7 @@ export interface DockerContainerSummary {
 }
 
 /** The slice of a container inspect that portstream reads. */
-export interface DockerContainerInspect {
+export interface DockerContainerInspect extends BindingsInspect {
   readonly Id: string;
   readonly State?: { readonly Running?: boolean };
   readonly NetworkSettings?: { readonly Ports?: InspectPorts | null };
@@ -51,7 +64,7 @@ export const EVENTS_OPEN = Symbol('docker events open');
  * is the real one; tests script their own.
  */
 export interface DockerClient {
-  /** `GET /events` for container starts and stops: EVENTS_OPEN once open, then each event. */
+  /** `GET /events` for container creates, starts and stops: EVENTS_OPEN once open, then each event. */
   events(): Observable<typeof EVENTS_OPEN | DockerEvent>;
   /** `GET /containers/json`: the running containers, once. */
   listContainers(): Observable<readonly DockerContainerSummary[]>;
@@ -69,6 +82,12 @@ export interface DockerStreamOptions {
   readonly scheduler?: SchedulerLike | undefined;
   /** Told when the backend is reached and when it is lost (the agent's status, docs/status.md). */
   readonly connection?: ConnectionReporter | undefined;
+  /**
+   * What the inspect that confirms a predicted start waits for first (its first value): by
+   * default `ioPolled`, so that the messages carrying the predicted ports leave before the
+   * inspect's request is built. Tests pass a timer in virtual time.
+   */
+  readonly confirmAfter?: (() => Observable<unknown>) | undefined;
 }
 
 /** The values `dockerEvents` uses for the options left out. */
@@ -92,22 +111,34 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
   const log = moduleLogger('docker', opts.logger);
   const scheduler = opts.scheduler ?? asyncScheduler;
   const bounded = boundedBy(opts.requestTimeoutMs ?? dockerDefaults.requestTimeoutMs, scheduler);
+  const confirmAfter = opts.confirmAfter ?? ioPolled;
   let connected = false;
-  return defer(() =>
-    client.events().pipe(
+  return defer(() => {
+    // per connection: a restarted engine may expand host IPs differently
+    const handling: Handling = { log, bounded, predictor: new StartPredictor(), creating: new Map(), confirmAfter };
+    return client.events().pipe(
       bounded('the event stream'), // to open; events themselves may be hours apart
       concatWith(throwError(() => new Error('the event stream ended'))),
-      concatMap((event) => {
-        if (event === EVENTS_OPEN) {
-          if (!connected) log.info('connected to the Docker engine; listing containers');
-          connected = true;
-          opts.connection?.connected();
-          return listAll(client, log, bounded);
-        }
-        return handle(client, event, log, bounded);
-      }),
-    ),
-  ).pipe(
+      connect((events) =>
+        merge(
+          events.pipe(
+            concatMap((event) => {
+              if (event !== EVENTS_OPEN) return handle(client, event, handling);
+              if (!connected) log.info('connected to the Docker engine; listing containers');
+              connected = true;
+              opts.connection?.connected();
+              return listAll(client, log, bounded);
+            }),
+          ),
+          // beside the ordered handling, so that a create's inspect never holds up another start
+          events.pipe(
+            filter((event): event is DockerEvent => event !== EVENTS_OPEN && event.Action === 'create'),
+            mergeMap((event) => rememberCreated(client, event, handling), 4),
+          ),
+        ),
+      ),
+    );
+  }).pipe(
     reconnectWithBackoff({
       ...opts.backoff,
       ...(opts.scheduler && { scheduler: opts.scheduler }),
@@ -138,21 +169,32 @@ function listAll(client: DockerClient, log: Logger, bounded: Bound): Observable<
   );
 }
 
-function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: Bound): Observable<SourceEvent> {
-  const id = event.Actor?.ID ?? event.id;
-  if (event.Type !== undefined && event.Type !== 'container') return EMPTY;
-  if (typeof id !== 'string' || id === '') {
-    log.warn({ event }, 'ignoring a Docker event without a container ID');
-    return EMPTY;
-  }
+/** What handling one event needs besides the client. */
+interface Handling {
+  readonly log: Logger;
+  readonly bounded: Bound;
+  readonly predictor: StartPredictor;
+  /** The inspects of new containers still on their way, by container. */
+  readonly creating: Map<string, Observable<DockerContainerInspect>>;
+  readonly confirmAfter: () => Observable<unknown>;
+}
+
+function handle(client: DockerClient, event: DockerEvent, h: Handling): Observable<SourceEvent> {
+  if (event.Action === 'create') return EMPTY; // read beside this, by rememberCreated
+  const id = containerId(event, h.log);
+  if (id === undefined) return EMPTY;
+  if (event.Action === 'destroy') h.predictor.forget(id);
   if (removals.has(event.Action ?? '')) return of(remove(id));
   if (event.Action !== 'start') return EMPTY;
-  return client.inspect(id).pipe(
-    bounded(`the inspect of container ${id.slice(0, 12)}`),
+  const predicted = h.predictor.predict(id);
+  const confirmed = startInspect(client, id, h).pipe(
+    tap((c) => {
+      h.predictor.learn(id, c);
+    }),
     map((c) =>
       c.State?.Running === false
         ? remove(id) // it died again before we looked: its die event follows or already passed
-        : upsert(id, logProblems(log, id, portsFromInspect(id, c.NetworkSettings?.Ports))),
+        : upsert(id, logProblems(h.log, id, portsFromInspect(id, c.NetworkSettings?.Ports))),
     ),
     catchError((error: unknown) => {
       if (statusCode(error) === 404) return of(remove(id));
@@ -161,6 +203,81 @@ function handle(client: DockerClient, event: DockerEvent, log: Logger, bounded: 
       return throwError(() => new Error(`cannot inspect container ${id.slice(0, 12)} after its start (${errorMessage(error)})`));
     }),
   );
+  if (!predicted) return confirmed;
+  // Published now, from what it asked for at create; the inspect confirms it (then the diff
+  // downstream sends nothing more) or corrects it.
+  const first = portsFromInspect(id, predicted).forwards;
+  return concat(
+    of(upsert(id, first)),
+    h.confirmAfter().pipe(
+      take(1),
+      concatMap(() => confirmed),
+      tap((e) => {
+        if (e.type === 'upsert' && !sameForwards(first, e.forwards)) h.log.info({ container: id }, `container ${id.slice(0, 12)}: its ports differed from those predicted at its start; corrected`);
+      }),
+    ),
+  );
+}
+
+/**
+ * The inspect of a container that has just started. When the inspect made at its create is still
+ * on its way, that one: dockerd holds a container while starting it, so an inspect that reached
+ * it after the start began is answered once the container runs, about when the start event
+ * arrives, and a new request would only wait longer. An answer from before the start (not
+ * running yet) or a failure means asking again.
+ */
+function startInspect(client: DockerClient, id: string, h: Handling): Observable<DockerContainerInspect> {
+  const again = defer(() => client.inspect(id).pipe(h.bounded(`the inspect of container ${id.slice(0, 12)}`)));
+  const creating = h.creating.get(id);
+  if (!creating) return again;
+  return creating.pipe(
+    catchError(() => of(undefined)),
+    defaultIfEmpty(undefined),
+    concatMap((c) => (c?.State?.Running === true ? of(c) : again)),
+  );
+}
+
+/**
+ * Reads a new container's asked-for bindings, so that its start can publish them at once. Any
+ * failure only means no prediction: the start's own inspect still reads the ports.
+ */
+function rememberCreated(client: DockerClient, event: DockerEvent, h: Handling): Observable<never> {
+  const id = containerId(event, h.log);
+  if (id === undefined) return EMPTY;
+  const inspect = client.inspect(id).pipe(
+    h.bounded(`the inspect of new container ${id.slice(0, 12)}`),
+    tap({
+      next: (c) => {
+        h.predictor.remember(id, c);
+      },
+      finalize: () => h.creating.delete(id),
+    }),
+    // Shared with the start when it comes before the answer, even between the answer and the
+    // request's end; `finalize` above forgets it only after that.
+    share({ connector: () => new ReplaySubject<DockerContainerInspect>(1), resetOnComplete: false, resetOnRefCountZero: true }),
+  );
+  h.creating.set(id, inspect);
+  return inspect.pipe(
+    ignoreElements(),
+    catchError((error: unknown) => {
+      h.log.debug({ container: id }, `cannot inspect new container ${id.slice(0, 12)} (${errorMessage(error)}); its start will wait for its own inspect`);
+      return EMPTY;
+    }),
+  );
+}
+
+function containerId(event: DockerEvent, log: Logger): string | undefined {
+  if (event.Type !== undefined && event.Type !== 'container') return undefined;
+  const id = event.Actor?.ID ?? event.id;
+  if (typeof id === 'string' && id !== '') return id;
+  log.warn({ event }, 'ignoring a Docker event without a container ID');
+  return undefined;
+}
+
+function sameForwards(a: readonly Forward[], b: readonly Forward[]): boolean {
+  const key = (f: Forward): string => `${f.protocol} ${f.hostIp} ${String(f.hostPort)} ${String(f.containerPort)}`;
+  const keys = new Set(a.map(key));
+  return a.length === b.length && b.every((f) => keys.has(key(f)));
 }
 
 function logProblems(log: Logger, id: string, parsed: Parsed): readonly Forward[] {

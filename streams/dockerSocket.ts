@@ -7,7 +7,7 @@ import type { Logger } from '../src/log.js';
 import { EVENTS_OPEN, type DockerClient, type DockerContainerInspect, type DockerContainerSummary, type DockerEvent } from './docker.js';
 
 /** The events the docker stream acts on; dockerd sends no others. */
-export const dockerEventFilters = { type: ['container'], event: ['start', 'die', 'stop', 'destroy'] } as const;
+export const dockerEventFilters = { type: ['container'], event: ['create', 'start', 'die', 'stop', 'destroy'] } as const;
 
 /** Bound on one reply: a list of thousands of containers is a few MiB. */
 const maxReplyBytes = 64 * 1024 * 1024;

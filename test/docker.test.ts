@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { dockerEvents } from '../streams/docker.js';
 import { dockerodeClient } from '../streams/dockerClient.js';
 import { toPortSet } from '../operators/toPortSet.js';
-import type { PortKey } from '../src/model.js';
+import { portKey, type PortKey, type SourceEvent } from '../src/model.js';
 import {
   busyboxImage,
   containerPid,
@@ -28,7 +28,9 @@ import {
   removeTestContainers,
   restartDockerd,
   sameKeys,
+  sleep,
   sorted,
+  testLabel,
   TestContainers,
   waitFor,
   type PortSetRecorder,
@@ -317,4 +319,44 @@ engineTest('kill -9 of dockerd while containers run, then a restart: the view eq
     [],
     'the dockerd kill must not raise an uncaught exception in the agent',
   );
+});
+
+engineTest('predicted starts: a container created, then started, and restarted is published at each start from what it asked for, and its inspect agrees', opts, async (t) => {
+  const { ipv6 } = await dockerReady();
+  const containers = new TestContainers();
+  t.after(() => containers.removeAll());
+  const events: SourceEvent[] = [];
+  const sub = dockerEvents(dockerodeClient({ logger: log }), { logger: log }).subscribe((e) => events.push(e));
+  t.after(() => { sub.unsubscribe(); });
+  await waitFor(() => events.length > 0, 15_000, 'the first snapshot');
+  const upserts = (id: string): string[] =>
+    events.flatMap((e) => (e.type === 'upsert' && e.owner === id ? [e.forwards.map((f) => portKey(f)).sort().join(' ')] : []));
+
+  // The first start teaches the stream how this dockerd expands `-p PORT:80`; its own start
+  // waits for its inspect, since nothing is known yet.
+  const first = await containers.run('-p', '18210:80', busyboxImage, 'sleep', '600');
+  await waitFor(() => upserts(first).length > 0, 10_000, () => `the first container's ports; events: ${JSON.stringify(events)}`);
+  assert.deepEqual(upserts(first), [wildcardKeys('tcp', [18210], ipv6).sort().join(' ')]);
+
+  // Created now, started once its create has been read: predicted, then confirmed alike.
+  const second = (await docker('create', '--label', testLabel, '-p', '18211:80', busyboxImage, 'sleep', '600')).trim();
+  containers.ids.push(second);
+  await sleep(500);
+  await docker('start', second);
+  const want = wildcardKeys('tcp', [18211], ipv6).sort().join(' ');
+  await waitFor(() => upserts(second).length >= 2, 10_000, () => `a predicted and a confirmed publication; got ${JSON.stringify(upserts(second))}`);
+  assert.deepEqual(upserts(second), [want, want]);
+  assert.deepEqual(sorted(await dockerPortKeys(second)).join(' '), want, 'what docker port says');
+
+  // A restart is predicted from what its last inspect showed.
+  await docker('restart', '-t', '0', second);
+  await waitFor(() => upserts(second).length >= 4, 15_000, () => `the restart's two publications; got ${JSON.stringify(upserts(second))}`);
+  assert.deepEqual(upserts(second), [want, want, want, want]);
+
+  // A port the engine picks is never predicted: one publication, from the inspect.
+  const dynamic = await containers.run('-p', '80', busyboxImage, 'sleep', '600');
+  await waitFor(() => upserts(dynamic).length > 0, 10_000, 'the dynamic port');
+  await sleep(200);
+  assert.equal(upserts(dynamic).length, 1);
+  assert.deepEqual(upserts(dynamic)[0], sorted(await dockerPortKeys(dynamic)).join(' '));
 });

@@ -59,7 +59,9 @@ const common: BuildOptions = {
     PORTSTREAM_CONTAINERD_PROTO: JSON.stringify(containerdProtoJson()),
     PORTSTREAM_KUBERNETES_LIBRARY: JSON.stringify(await kubernetesLibrary()),
   },
-  alias: { ssh2: join(root, 'scripts', 'ssh2-unsupported.cjs') },
+  // rxjs's ESM build, not the CommonJS one its "node" export condition picks: only the operators
+  // used are bundled, and nothing is evaluated through esbuild's CommonJS wrappers.
+  alias: { ssh2: join(root, 'scripts', 'ssh2-unsupported.cjs'), rxjs: join(root, 'node_modules', 'rxjs', 'dist', 'esm', 'index.js') },
   // Optional native parts of dependencies, each required inside a try with a JS fallback: ssh2's
   // crypto binding and cpu-features (dockerode's SSH transport), ws's bufferutil and utf-8-validate.
   // The Kubernetes client is embedded compressed instead (the define above).

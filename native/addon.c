@@ -8,5 +8,6 @@
 NAPI_MODULE_INIT() {
   portstream_init_vsock(env, exports);  // send(cid, port, data, timeoutMs): vtunnel over AF_VSOCK
   portstream_init_sockdiag(env, exports);  // listeners(family, protocol): inet_diag dump of listening sockets
+  portstream_init_trim(env, exports);  // trimHeap(): malloc_trim(0) where glibc has it
   return exports;
 }

@@ -6,5 +6,6 @@
 
 void portstream_init_vsock(napi_env env, napi_value exports);
 void portstream_init_sockdiag(napi_env env, napi_value exports);
+void portstream_init_trim(napi_env env, napi_value exports);
 
 #endif

@@ -3,6 +3,7 @@
 import './heapTuning.js';
 import { ReplaySubject } from 'rxjs';
 import { runCli } from './cli.js';
+import { trimHeapPeriodically } from './heapTrim.js';
 
 // The process entry: signals become the agent's stop$, the resolved code becomes the exit code.
 // The handlers go in first thing: a signal during start-up (loading a backend takes a few hundred
@@ -10,4 +11,5 @@ import { runCli } from './cli.js';
 // No top-level await: the single executable runs this file bundled as CommonJS.
 const stop$ = new ReplaySubject<NodeJS.Signals>(1);
 for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => { stop$.next(signal); });
+trimHeapPeriodically();
 void runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, stop$ }).then((code) => process.exit(code));

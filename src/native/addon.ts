@@ -14,6 +14,8 @@ export interface NativeAddon {
   send(cid: number, port: number, data: Buffer, timeoutMs: number): Promise<void>;
   /** native/sockdiag.c: the namespace's listening TCP and bound UDP sockets, as 28-byte records (streams/procnetClient.ts decodes them). */
   listeners(): Buffer;
+  /** native/trim.c: glibc's `malloc_trim(0)`; true when pages went back to the kernel, false where there is no such call. */
+  trimHeap(): boolean;
 }
 
 /** The file name of the addon everywhere it is looked for, and of the SEA asset that carries it. */

@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { brotliCompressSync, constants as zlibConstants } from 'node:zlib';
-import { build, type BuildOptions } from 'esbuild';
+import { build, type BuildOptions, type Plugin } from 'esbuild';
 import { containerdProtoJson } from '../streams/containerdClient.js';
 import { addonFile } from '../src/native/addon.js';
 
@@ -26,9 +26,14 @@ const seaFuse = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
 
 /** @kubernetes/client-node as CommonJS, brotli-compressed, base64: see src/embedded.ts. */
-async function kubernetesLibrary(): Promise<string> {
+function kubernetesLibrary(): Promise<string> {
+  return embeddedLibrary("export * from '@kubernetes/client-node';", 'Kubernetes');
+}
+
+/** `contents` (JavaScript importing what it embeds) bundled as minified CommonJS, brotli-compressed, base64. */
+async function embeddedLibrary(contents: string, what: string): Promise<string> {
   const result = await build({
-    stdin: { contents: "export * from '@kubernetes/client-node';", resolveDir: root, loader: 'js' },
+    stdin: { contents, resolveDir: root, loader: 'js' },
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -38,11 +43,53 @@ async function kubernetesLibrary(): Promise<string> {
     legalComments: 'none',
     logLevel: 'warning',
     write: false,
-    external: ['bufferutil', 'utf-8-validate', '*.node'],
+    alias: { ssh2: join(root, 'scripts', 'ssh2-unsupported.cjs') },
+    external: ['cpu-features', 'bufferutil', 'utf-8-validate', '*.node'],
   });
   const code = result.outputFiles[0]?.contents;
-  if (code === undefined) throw new Error('esbuild wrote no Kubernetes library');
+  if (code === undefined) throw new Error(`esbuild wrote no ${what} library`);
   return brotliCompressSync(code, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11 } }).toString('base64');
+}
+
+/**
+ * Libraries only some agents load, each group embedded as one compressed CommonJS bundle like the
+ * Kubernetes client (src/embedded.ts) and evaluated when first required: gRPC for containerd,
+ * dockerode for a TCP DOCKER_HOST, prom-client for the status endpoint's metrics. In plain text
+ * they were most of the bundle, and V8 keeps the source of a script and what its first parse
+ * made of it for as long as the script lives.
+ */
+const embeddedGroups: readonly { readonly name: string; readonly modules: readonly string[] }[] = [
+  { name: 'grpc', modules: ['@grpc/grpc-js', '@grpc/proto-loader'] },
+  { name: 'dockerode', modules: ['dockerode'] },
+  { name: 'prom-client', modules: ['prom-client'] },
+];
+
+async function embedLibraries(): Promise<Plugin> {
+  const groups = new Map<string, string>();
+  for (const group of embeddedGroups) {
+    const contents = `module.exports = {${group.modules.map((m) => `${JSON.stringify(m)}: require(${JSON.stringify(m)})`).join(', ')}};`;
+    groups.set(group.name, await embeddedLibrary(contents, group.name));
+  }
+  const groupOf = new Map(embeddedGroups.flatMap((g) => g.modules.map((m) => [m, g.name] as const)));
+  const escaped = [...groupOf.keys()].map((m) => m.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
+  return {
+    name: 'embedded-libraries',
+    setup(b) {
+      b.onResolve({ filter: new RegExp(`^(${escaped.join('|')})$`) }, (args) => ({ path: args.path, namespace: 'embedded-module' }));
+      b.onResolve({ filter: /^embedded-group:/ }, (args) => ({ path: args.path.slice('embedded-group:'.length), namespace: 'embedded-group' }));
+      // One module per import, each taking its part of its group's exports.
+      b.onLoad({ filter: /.*/, namespace: 'embedded-module' }, (args) => ({
+        contents: `module.exports = require(${JSON.stringify(`embedded-group:${groupOf.get(args.path) ?? ''}`)})[${JSON.stringify(args.path)}];`,
+        loader: 'js',
+      }));
+      // One module per group, evaluated once, at its first require.
+      b.onLoad({ filter: /.*/, namespace: 'embedded-group' }, (args) => ({
+        contents: `const { evaluateEmbedded } = require(${JSON.stringify(join(root, 'src', 'embedded.ts'))}); module.exports = evaluateEmbedded(${JSON.stringify(groups.get(args.path) ?? '')}, ${JSON.stringify(`${args.path}.cjs`)});`,
+        loader: 'js',
+        resolveDir: root,
+      }));
+    },
+  };
 }
 
 const common: BuildOptions = {
@@ -66,6 +113,7 @@ const common: BuildOptions = {
   // crypto binding and cpu-features (dockerode's SSH transport), ws's bufferutil and utf-8-validate.
   // The Kubernetes client is embedded compressed instead (the define above).
   external: ['cpu-features', 'bufferutil', 'utf-8-validate', '*.node', '@kubernetes/client-node'],
+  plugins: [await embedLibraries()],
 };
 
 async function bundle(): Promise<void> {

@@ -136,3 +136,33 @@ engineTest('the bundle, run by plain node in a folder without node_modules: --ve
   assert.equal(await withAddon.exited, 0, withAddon.output());
   assert.doesNotMatch(withAddon.output(), /AF_VSOCK support/);
 });
+
+engineTest('the libraries embedded compressed load in both artifacts: gRPC reaches containerd, prom-client serves /metrics, dockerode speaks to a TCP DOCKER_HOST', { needs: ['root', 'containerd'], timeout: 120_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portstream-embedded-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await copyFile(bundle, join(dir, 'portstream.mjs'));
+  const env = { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' };
+  for (const [name, command, args] of [
+    ['bundle', process.execPath, ['portstream.mjs']],
+    ['single executable', sea, []],
+  ] as const) {
+    const status = 19_870 + (name === 'bundle' ? 0 : 1);
+    const agent = start(command, [...args, '-containerd', '-iptables=false', '-procnet=false', '-privilegedService', '-vtunnelAddr', '127.0.0.1:9', '-statusAddr', `127.0.0.1:${String(status)}`], env, dir);
+    try {
+      await waitFor(() => agent.output().includes('connected to containerd'), 20_000, () => `${name}: gRPC to containerd:\n${agent.output()}`);
+      const metrics = await (await fetch(`http://127.0.0.1:${String(status)}/metrics`)).text();
+      assert.match(metrics, /^portstream_source_forwards\{source="containerd"\} \d+$/m, `${name}: /metrics`);
+    } finally {
+      agent.kill();
+      await agent.exited;
+    }
+    // Nothing listens on port 1: the refusal comes from dockerode's own request, so dockerode loaded.
+    const tcp = start(command, [...args, '-docker', '-iptables=false', '-procnet=false', '-privilegedService', '-vtunnelAddr', '127.0.0.1:9'], { ...env, DOCKER_HOST: 'tcp://127.0.0.1:1' }, dir);
+    try {
+      await waitFor(() => tcp.output().includes('cannot reach the Docker engine (connect ECONNREFUSED 127.0.0.1:1)'), 20_000, () => `${name}: dockerode on TCP:\n${tcp.output()}`);
+    } finally {
+      tcp.kill();
+      await tcp.exited;
+    }
+  }
+});

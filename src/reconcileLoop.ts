@@ -3,7 +3,7 @@
  * host side's bindings): a pure reducer yields commands; effects feed their results back as
  * inputs; the rest are outputs, a value to emit, a log line or the end.
  */
-import { concatMap, defer, EMPTY, filter, groupBy, ignoreElements, merge, mergeMap, type Observable, observeOn, of, queueScheduler, scan, Subject, takeWhile, tap, type OperatorFunction } from 'rxjs';
+import { defer, filter, groupBy, ignoreElements, map, merge, mergeMap, Observable, observeOn, queueScheduler, scan, Subject, takeWhile, tap, type OperatorFunction } from 'rxjs';
 import { switchPerKey } from './switchPerKey.js';
 import type { Logger } from './log.js';
 
@@ -29,18 +29,56 @@ export function feedInto<I>(feedback: Subject<I>): OperatorFunction<I, never> {
     );
 }
 
+/** What an output command that emits nothing maps to, before it is filtered out. */
+const nothing = Symbol('nothing');
+
 /**
  * Runs the output commands: `valueOf` picks what to emit (a report, an event), `done` becomes the
- * end marker, a log command is logged, and anything else emits nothing.
+ * end marker, a log command is logged, and anything else emits nothing. A `map` and a `filter`,
+ * not a `mergeMap`: every binding of a burst has a few outputs, and an inner subscription for
+ * each was most of the garbage a burst of 1,600 made.
  */
 export function runOutputs<C extends { readonly kind: string }, O>(log: Logger, valueOf: (command: C) => O | undefined): OperatorFunction<C, O | typeof done> {
-  return mergeMap((command) => {
-    const value = valueOf(command);
-    if (value !== undefined) return of(value);
-    if (command.kind === 'done') return of(done);
-    if (isLog(command)) log[command.level](command.fields, command.msg);
-    return EMPTY;
-  });
+  return (commands$) =>
+    commands$.pipe(
+      map((command): O | typeof done | typeof nothing => {
+        const value = valueOf(command);
+        if (value !== undefined) return value;
+        if (command.kind === 'done') return done;
+        if (isLog(command)) log[command.level](command.fields, command.msg);
+        return nothing;
+      }),
+      filter((out): out is O | typeof done => out !== nothing),
+    );
+}
+
+/**
+ * `concatMap` over arrays, without an inner subscription per array: each of `itemsOf(value)` is
+ * emitted in order, at once. A burst of 1,600 bindings is 1,600 steps of two or three commands
+ * each, and subscribing to each step's array made a good part of its garbage. A throw in
+ * `itemsOf` becomes the error notification.
+ *
+ *   steps:  -a--b-c|      a = [1, 2], b = [], c = [3]
+ *   out:    -(12)-3|      (a group takes as many frames as it has characters)
+ */
+export function eachOf<T, R>(itemsOf: (value: T) => readonly R[]): OperatorFunction<T, R> {
+  return (source) =>
+    new Observable<R>((subscriber) =>
+      source.subscribe({
+        next: (value) => {
+          let items: readonly R[];
+          try {
+            items = itemsOf(value);
+          } catch (error: unknown) {
+            subscriber.error(error);
+            return;
+          }
+          for (const item of items) subscriber.next(item);
+        },
+        error: (error: unknown) => { subscriber.error(error); },
+        complete: () => { subscriber.complete(); },
+      }),
+    );
 }
 
 /** Emits the loop's outputs until the end marker, which completes it (and ends every effect still running). */
@@ -81,7 +119,7 @@ export function keyedLoop<I, C extends { readonly kind: string }, K extends C & 
       observeOn(queueScheduler),
       scan((step, input: I) => loop.reduce(step.state, input), first),
       tap((step) => loop.onState?.(step.state)),
-      concatMap((step) => step.commands),
+      eachOf((step) => step.commands),
       groupBy((command) => loop.keyed(command)),
       mergeMap((commands$): Observable<O | typeof done> =>
         commands$.key ? commands$.pipe(filter(loop.keyed), switchPerKey(loop.run), feedInto(feedback)) : commands$.pipe(runOutputs(loop.log, loop.output)),

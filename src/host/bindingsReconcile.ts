@@ -53,7 +53,6 @@ export interface ActiveBinding {
   /** The VM address new connections go to. */
   readonly target: string;
   readonly gen: number;
-  readonly listening: boolean;
   /** Failed opens since it last listened. */
   readonly attempt: number;
 }
@@ -82,17 +81,8 @@ const none = (state: BindingState): BindingStep => ({ state, commands: [] });
 export function reconcileBindings(s: BindingState, input: BindingInput, backoff?: Backoff): BindingStep {
   if (s.done) return none(s);
   switch (input.kind) {
-    case 'mapping': {
-      const { mapping, local } = input;
-      const commands: BindingCommand[] = [];
-      let state = s;
-      for (const binding of mapping.bindings) {
-        const step = mapping.remove ? remove(state, binding) : add(state, binding, mapping, local);
-        state = step.state;
-        commands.push(...step.commands);
-      }
-      return { state, commands };
-    }
+    case 'mapping':
+      return applyMapping(s, input.mapping, input.local);
     case 'listening':
       return listening(s, input);
     case 'openFailed':
@@ -115,55 +105,104 @@ export function reconcileBindings(s: BindingState, input: BindingInput, backoff?
 }
 
 /**
+ * The bindings of one message, applied in turn against a draft of the state: each sees what the
+ * ones before it changed (a message may name a binding twice), and the changes reach the shared
+ * maps in one update each at the end, not one per binding (1,600 bindings come in two messages).
+ */
+function applyMapping(s: BindingState, mapping: PortMapping, local: ReadonlySet<string>): BindingStep {
+  const draft = new Draft(s);
+  const commands: BindingCommand[] = [];
+  for (const binding of mapping.bindings) commands.push(...(mapping.remove ? remove(draft, binding) : add(draft, binding, mapping, local)));
+  return { state: draft.commit(), commands };
+}
+
+/** A state being changed by one message: reads see the writes so far. Local to `applyMapping`. */
+class Draft {
+  private readonly active = new Map<string, ActiveBinding | undefined>();
+  private readonly skipped = new Map<string, string | undefined>();
+  private nextGen: number;
+
+  constructor(private readonly base: BindingState) {
+    this.nextGen = base.nextGen;
+  }
+
+  activeAt(key: string): ActiveBinding | undefined {
+    return this.active.has(key) ? this.active.get(key) : sharedGet(this.base.active, key);
+  }
+
+  skippedAt(key: string): string | undefined {
+    return this.skipped.has(key) ? this.skipped.get(key) : sharedGet(this.base.skipped, key);
+  }
+
+  setActive(key: string, entry: ActiveBinding | undefined): void {
+    this.active.set(key, entry);
+  }
+
+  setSkipped(key: string, reason: string | undefined): void {
+    this.skipped.set(key, reason);
+  }
+
+  /** The generation for a newly opened binding. */
+  takeGen(): number {
+    return this.nextGen++;
+  }
+
+  commit(): BindingState {
+    return {
+      ...this.base,
+      active: sharedUpdate(this.base.active, this.active),
+      skipped: sharedUpdate(this.base.skipped, this.skipped),
+      nextGen: this.nextGen,
+    };
+  }
+}
+
+/**
  * An add: a binding with no usable VM address, or one that would forward to this host itself,
  * is skipped (said once per reason); one that exists is left alone unless its VM address changed
  * (then new connections go to the new one, and nothing is closed); a new one is opened.
  */
-function add(s: BindingState, binding: HostBinding, mapping: PortMapping, local: ReadonlySet<string>): BindingStep {
+function add(d: Draft, binding: HostBinding, mapping: PortMapping, local: ReadonlySet<string>): BindingCommand[] {
   const key = bindingKey(binding);
   const target = targetFor(binding, mapping.connectAddrs);
   if (target === undefined) {
     const family = binding.hostIp.includes(':') ? 'IPv6' : 'IPv4';
-    return skip(s, key, `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`);
+    return skip(d, key, `the VM sent no usable ${family} connect address (${mapping.connectAddrs.map((a) => `${a.ip}/${String(a.prefix)}`).join(', ') || 'none'})`);
   }
   if (loopsBack(binding, target, local)) {
-    return skip(s, key, `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`);
+    return skip(d, key, `its VM address ${target} is this host's own, so ${hostPort(binding.hostIp, binding.hostPort)} would forward to itself`);
   }
-  const unskipped: BindingState = sharedGet(s.skipped, key) === undefined ? s : { ...s, skipped: sharedUpdate(s.skipped, [[key, undefined]]) };
-  const existing = sharedGet(s.active, key);
-  if (existing?.target === target) return { state: unskipped, commands: [log('debug', { key }, `${key} is already bound; nothing to do`)] };
+  if (d.skippedAt(key) !== undefined) d.setSkipped(key, undefined);
+  const existing = d.activeAt(key);
+  if (existing?.target === target) return [log('debug', { key }, `${key} is already bound; nothing to do`)];
   if (existing) {
-    const line = log('info', { key, from: existing.target, to: target }, `${key}: the VM address changed from ${existing.target} to ${target}; new connections go there`);
-    return { state: { ...unskipped, active: sharedUpdate(s.active, [[key, { ...existing, target }]]) }, commands: [line, event({ type: 'retargeted', key, target })] };
+    d.setActive(key, { ...existing, target });
+    return [log('info', { key, from: existing.target, to: target }, `${key}: the VM address changed from ${existing.target} to ${target}; new connections go there`), event({ type: 'retargeted', key, target })];
   }
-  const entry: ActiveBinding = { binding, target, gen: s.nextGen, listening: false, attempt: 0 };
-  return { state: { ...unskipped, active: sharedUpdate(s.active, [[key, entry]]), nextGen: s.nextGen + 1 }, commands: [{ kind: 'open', key, gen: entry.gen, binding }] };
+  const entry: ActiveBinding = { binding, target, gen: d.takeGen(), attempt: 0 };
+  d.setActive(key, entry);
+  return [{ kind: 'open', key, gen: entry.gen, binding }];
 }
 
 /** One warning per binding and reason, not one per re-send of the same add. */
-function skip(s: BindingState, key: string, reason: string): BindingStep {
-  if (sharedGet(s.skipped, key) === reason) return { state: s, commands: [log('debug', { key }, `still skipping ${key}: ${reason}`)] };
-  return { state: { ...s, skipped: sharedUpdate(s.skipped, [[key, reason]]) }, commands: [log('warn', { key }, `skipping ${key}: ${reason}`), event({ type: 'skipped', key, reason })] };
+function skip(d: Draft, key: string, reason: string): BindingCommand[] {
+  if (d.skippedAt(key) === reason) return [log('debug', { key }, `still skipping ${key}: ${reason}`)];
+  d.setSkipped(key, reason);
+  return [log('warn', { key }, `skipping ${key}: ${reason}`), event({ type: 'skipped', key, reason })];
 }
 
 /** A remove closes the proxy and its connections; a remove of an unknown binding is fine. */
-function remove(s: BindingState, binding: HostBinding): BindingStep {
+function remove(d: Draft, binding: HostBinding): BindingCommand[] {
   const key = bindingKey(binding);
-  const state = sharedGet(s.skipped, key) === undefined ? s : { ...s, skipped: sharedUpdate(s.skipped, [[key, undefined]]) };
-  if (sharedGet(s.active, key) === undefined) return { state, commands: [log('debug', { key }, `${key} is not bound; nothing to remove`)] };
-  return {
-    state: { ...state, active: sharedUpdate(s.active, [[key, undefined]]) },
-    commands: [
-      { kind: 'close', key },
-      log('info', { key }, `closed ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}) and its connections`),
-      event({ type: 'unbound', key }),
-    ],
-  };
+  if (d.skippedAt(key) !== undefined) d.setSkipped(key, undefined);
+  if (d.activeAt(key) === undefined) return [log('debug', { key }, `${key} is not bound; nothing to remove`)];
+  d.setActive(key, undefined);
+  return [{ kind: 'close', key }, log('info', { key }, `closed ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}) and its connections`), event({ type: 'unbound', key })];
 }
 
 function listening(s: BindingState, input: { readonly key: string; readonly gen: number }): BindingStep {
   const entry = current(s, input);
-  if (!entry || entry.listening) return none(s);
+  if (!entry) return none(s);
   const { binding, target, attempt } = entry;
   const line = log(
     'info',
@@ -171,7 +210,10 @@ function listening(s: BindingState, input: { readonly key: string; readonly gen:
     `listening on ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}), forwarding to ${hostPort(target, binding.hostPort)}` +
       (attempt > 0 ? ` after ${String(attempt)} ${attempt === 1 ? 'retry' : 'retries'}` : ''),
   );
-  const state = { ...s, active: sharedUpdate(s.active, [[input.key, { ...entry, listening: true, attempt: 0 }]]) };
+  // Each open says it listens once, so only a count of failures needs clearing: the common
+  // case, a first open that works, leaves the state as it is (1,600 bindings at once make 1,600
+  // of these).
+  const state = attempt === 0 ? s : { ...s, active: sharedUpdate(s.active, [[input.key, { ...entry, attempt: 0 }]]) };
   return { state, commands: [line, event({ type: 'bound', key: input.key, binding, target })] };
 }
 
@@ -188,7 +230,7 @@ function openFailed(s: BindingState, input: Extract<BindingInput, { kind: 'openF
     { key, err: error, attempt, retryInMs },
     `cannot listen on ${hostPort(binding.hostIp, binding.hostPort)} (${binding.protocol}): ${error}; retrying in ${String(retryInMs)} ms until it is free or removed`,
   );
-  const state = { ...s, active: sharedUpdate(s.active, [[key, { ...entry, listening: false, attempt }]]) };
+  const state = { ...s, active: sharedUpdate(s.active, [[key, { ...entry, attempt }]]) };
   return { state, commands: [line, event({ type: 'conflict', key, binding, target, error, retryInMs }), { kind: 'wait', key, gen: entry.gen, ms: retryInMs }] };
 }
 

@@ -52,8 +52,13 @@ let pipedUploads = false;
 
 /** The proxy for `binding`'s protocol, as `manageBindings` wants it. */
 export function proxyOpener(opts: ProxyOptions = {}): OpenProxy {
-  return (binding, target) => (binding.protocol === 'udp' ? udpProxy(binding, target, opts) : tcpProxy(binding, target, opts));
+  // One child logger shared by every proxy, not one made per binding.
+  const withLog = { ...opts, logger: moduleLogger('host-proxy', opts.logger) };
+  return (binding, target) => (binding.protocol === 'udp' ? openUdp(binding, target, withLog) : openTcp(binding, target, withLog));
 }
+
+/** Options whose logger is already the module's own. */
+type WithLog = ProxyOptions & { readonly logger: Logger };
 
 /**
  * TCP: full duplex, and a slow reader on either side pauses the other, so memory stays bounded.
@@ -65,7 +70,11 @@ export function proxyOpener(opts: ProxyOptions = {}): OpenProxy {
  * VM is reset.
  */
 export function tcpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = moduleLogger('host-proxy', opts.logger);
+  return openTcp(binding, target, { ...opts, logger: moduleLogger('host-proxy', opts.logger) });
+}
+
+function openTcp(binding: HostBinding, target: () => string, opts: WithLog): Observable<ProxyEvent> {
+  const log = opts.logger;
   const connectTimeoutMs = opts.connectTimeoutMs ?? proxyDefaults.connectTimeoutMs;
   const highWaterMark = opts.highWaterMark ?? proxyDefaults.highWaterMark;
   const readBufferBytes = opts.readBufferBytes ?? proxyDefaults.readBufferBytes;
@@ -148,7 +157,11 @@ interface Flow extends UdpFlow {
  * port count as replies. A flow closes after `udpIdleTimeoutMs` without traffic either way.
  */
 export function udpProxy(binding: HostBinding, target: () => string, opts: ProxyOptions = {}): Observable<ProxyEvent> {
-  const log = moduleLogger('host-proxy', opts.logger);
+  return openUdp(binding, target, { ...opts, logger: moduleLogger('host-proxy', opts.logger) });
+}
+
+function openUdp(binding: HostBinding, target: () => string, opts: WithLog): Observable<ProxyEvent> {
+  const log = opts.logger;
   const idleMs = opts.udpIdleTimeoutMs ?? proxyDefaults.udpIdleTimeoutMs;
   const maxFlows = opts.maxUdpFlows ?? proxyDefaults.maxUdpFlows;
   const where = hostPort(binding.hostIp, binding.hostPort);

@@ -33,7 +33,7 @@ import { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 import { parseVtunnelAddr } from '../wire/vtunnelAddress.js';
 import { vsockSender } from './vsockTransport.js';
 import { errorMessage } from '../errors.js';
-import { done, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
+import { done, eachOf, feedInto, runOutputs, untilDone } from '../reconcileLoop.js';
 
 export { tcpSender, type VtunnelSend } from './vtunnelTransport.js';
 export { planRound, type Round } from './vtunnelReconcile.js';
@@ -118,7 +118,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
       return inputs$.pipe(
         observeOn(queueScheduler),
         scan((step: VtunnelStep, input: VtunnelInput) => reconcileVtunnel(step.state, input, config), { state: initialVtunnelState, commands: [] }),
-        concatMap((step) => step.commands),
+        eachOf((step) => step.commands),
         groupBy((command) => (command.kind === 'timer' ? `timer:${command.timer}` : command.kind)),
         mergeMap((commands$): Observable<SinkReport | typeof done> => {
           const key = commands$.key;

@@ -179,3 +179,21 @@ test('with a change token, a settled table is read only when the token moves, an
   // every scan while 9090 waits (500-530)
   assert.deepEqual(table.reads, [0, 10, 20, 30, 230, 430, 500, 510, 520, 530]);
 }));
+
+test('a new socket is asked about (is it the agent\'s own?) only once it has stood half the interval, and an own one is still never published', marbles(({ expectObservable }, scheduler) => {
+  const web = sock(8080, '0.0.0.0', { inode: 1 });
+  const mine = sock(8095, '0.0.0.0', { inode: 2 });
+  const table = scripted(scheduler, [{ socket: web, from: 15 }, { socket: mine, from: 15 }], { own: new Set([mine.inode]) });
+  const askedAt: number[] = [];
+  const ownInodes = table.ownInodes.bind(table);
+  table.ownInodes = (candidates) => {
+    askedAt.push(scheduler.now());
+    return ownInodes(candidates);
+  };
+  // both first seen by the scan at 20; asked about at 40 (stood 20 ≥ 30 / 2), not at 20 or 30;
+  // web published at 50, mine never
+  expectObservable(events(table, scheduler), '^ 80ms !').toBe('s 49ms a', { s: snapshot([]), a: up(published(web)) });
+  scheduler.flush();
+  assert.deepEqual(askedAt, [40]);
+  assert.deepEqual(table.asked, [[1, 2]]);
+}));

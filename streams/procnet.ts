@@ -77,7 +77,7 @@ export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observa
   return defer(() => {
     log.info(`host-network listeners: reading ${table.name}, checked every ${String(scanMs)} ms; a port is published once it has stood ${String(stableMs)} ms`);
     const gate = new StabilityGate(stableMs);
-    const own = new OwnInodes(table);
+    const own = new OwnInodes(table, Math.floor(stableMs / 2));
     const said = new Map<string, Skip>();
     let last: Buffer | string | undefined;
     let lastRead = -Infinity;
@@ -99,7 +99,7 @@ export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observa
       last = read.fingerprint;
       lastFull = now;
       const sockets = read.decode();
-      const { forwards, skipped } = publishable(sockets, own.of(sockets), opts.policy);
+      const { forwards, skipped } = publishable(sockets, own.of(sockets, now), opts.policy);
       sayOnce(log, said, skipped);
       return gate.step(forwards, now);
     };
@@ -118,24 +118,45 @@ export function procnetEvents(table: SocketTable, opts: ProcnetOptions): Observa
   });
 }
 
-/** Which sockets are the agent's own, asking the table only about inodes it has not seen. */
+/**
+ * Which sockets are the agent's own, asking the table only about inodes it has not seen, and
+ * only once they have stood for `askAfterMs`. Asking reads the agent's descriptors and the
+ * process list, a millisecond or two, and a new listener most often appears as a container
+ * starts (docker-proxy binds its port just before the start event): asked at once, that work
+ * landed on the path of the container's own ports. Until it is asked about, a socket counts as
+ * not the agent's; `askAfterMs` is shorter than the time a port must stand before it is
+ * published, so an own socket is still never published.
+ */
 class OwnInodes {
   private known = new Map<number, boolean>();
+  /** Inodes not asked about yet, with when they were first seen. */
+  private young = new Map<number, number>();
 
-  constructor(private readonly table: SocketTable) {}
+  constructor(
+    private readonly table: SocketTable,
+    private readonly askAfterMs: number,
+  ) {}
 
-  of(sockets: readonly ListeningSocket[]): ReadonlySet<number> {
+  of(sockets: readonly ListeningSocket[], now: number): ReadonlySet<number> {
     const fresh = new Set<number>();
-    for (const s of sockets) if (!this.known.has(s.inode)) fresh.add(s.inode);
+    const young = new Map<number, number>();
+    for (const s of sockets) {
+      if (this.known.has(s.inode)) continue;
+      const since = this.young.get(s.inode) ?? now;
+      if (now - since >= this.askAfterMs) fresh.add(s.inode);
+      else young.set(s.inode, since);
+    }
     const mine = fresh.size > 0 ? this.table.ownInodes(fresh) : emptySet;
     const next = new Map<number, boolean>();
     const own = new Set<number>();
     for (const s of sockets) {
+      if (young.has(s.inode)) continue;
       const isOwn = this.known.get(s.inode) ?? mine.has(s.inode);
       next.set(s.inode, isOwn);
       if (isOwn) own.add(s.inode);
     }
     this.known = next;
+    this.young = young;
     return own;
   }
 }

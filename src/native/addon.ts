@@ -31,12 +31,18 @@ export const addonFile = 'portstream.node';
  * A single executable carries it as an asset instead (`seaAddon`).
  */
 export function addonCandidates(moduleUrl: string, tag: string): string[] {
-  const up = ['../../', '../../../'];
-  return [
-    `./${addonFile}`,
-    ...up.map((u) => `${u}build/Release/${addonFile}`),
-    ...up.map((u) => `${u}prebuilds/${tag}/${addonFile}`),
-  ].map((relative) => fileURLToPath(new URL(relative, moduleUrl)));
+  return [...builtCandidates(moduleUrl), ...prebuiltCandidates(moduleUrl, tag)];
+}
+
+const up = ['../../', '../../../'];
+
+/** Beside the bundle, and a source build's: found without knowing the C library. */
+function builtCandidates(moduleUrl: string): string[] {
+  return [`./${addonFile}`, ...up.map((u) => `${u}build/Release/${addonFile}`)].map((relative) => fileURLToPath(new URL(relative, moduleUrl)));
+}
+
+function prebuiltCandidates(moduleUrl: string, tag: string): string[] {
+  return up.map((u) => fileURLToPath(new URL(`${u}prebuilds/${tag}/${addonFile}`, moduleUrl)));
 }
 
 /** `linux-x64`, `linux-arm64-musl`...: the prebuilds/ folder for this process. */
@@ -50,7 +56,8 @@ let loaded: NativeAddon | Error | undefined;
 
 /**
  * The addon, loaded on first use and kept. Throws one line saying what is missing and what to
- * do: only vsock:// vtunnel addresses need it, so nothing calls this until one is used.
+ * do. Only vsock:// vtunnel addresses cannot do without it: the host-network source falls back
+ * to /proc/net, and the heap trim does nothing.
  */
 export function nativeAddon(): NativeAddon {
   loaded ??= load();
@@ -62,10 +69,15 @@ function load(): NativeAddon | Error {
   try {
     const fromSea = seaAddon();
     if (fromSea !== undefined) return fromSea;
-    const tried = addonCandidates(import.meta.url, platformTag());
+    // The built ones first: telling glibc from musl takes a diagnostic report (5 ms and more,
+    // growing with the process's handles), which only the prebuilt folders' names need.
+    const built = builtCandidates(import.meta.url).find((path) => existsSync(path));
+    if (built !== undefined) return dlopen(built);
+    const tag = platformTag();
+    const tried = addonCandidates(import.meta.url, tag);
     const found = tried.find((path) => existsSync(path));
     if (found !== undefined) return dlopen(found);
-    return missing(`no ${addonFile} for ${platformTag()} (looked in ${tried.join(', ')})`);
+    return missing(`no ${addonFile} for ${tag} (looked in ${tried.join(', ')})`);
   } catch (error) {
     return missing(error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error));
   }

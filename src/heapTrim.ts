@@ -4,7 +4,7 @@
  *
  * glibc gives freed memory back to the kernel only from the top of each arena. What a burst
  * freed below that (Node's buffers, libuv's requests, V8's own mallocs: start-up is one such
- * burst) stays resident for good, about 2.5 MB in an idle agent. `malloc_trim(0)`, through the
+ * burst) stays resident for good: about 2 MB of an idle agent, measured. `malloc_trim(0)`, through the
  * addon (native/trim.c), returns those pages; a call that finds nothing to return costs a few
  * microseconds. So it runs once the start-up burst is over and then every half minute. Without
  * the addon, or where the C library has no such call (musl returns free pages itself), it does
@@ -34,7 +34,7 @@ export function trimHeapPeriodically(opts: HeapTrimOptions = {}): () => void {
     try {
       trimHeap = addon().trimHeap;
     } catch {
-      // No addon here. Only vsock:// needs it, and says so where it does.
+      // No addon here, so nothing to trim with: stop asking.
     }
     if (typeof trimHeap === 'function') trimHeap();
     else stop();

@@ -67,8 +67,11 @@ export function fixedBindings(inspect: BindingsInspect): FixedBindings | undefin
  * told apart. Returns `expansions` itself when nothing changed.
  */
 export function learnExpansions(expansions: Expansions, inspect: BindingsInspect): Expansions {
-  const asked = fixedBindings(inspect);
-  const bound = inspect.NetworkSettings?.Ports;
+  return learnFrom(expansions, fixedBindings(inspect), inspect.NetworkSettings?.Ports);
+}
+
+/** `learnExpansions` with the asked-for bindings already read. */
+function learnFrom(expansions: Expansions, asked: FixedBindings | undefined, bound: InspectPorts | null | undefined): Expansions {
   if (!asked || typeof bound !== 'object' || bound === null) return expansions;
   let learned: Map<string, readonly string[]> | undefined;
   for (const [spec, askedIp, hostPort] of asked.bindings) {
@@ -122,17 +125,21 @@ export class StartPredictor {
 
   /** Reads a container's asked-for bindings from any inspect of it (at create, or at a start). */
   remember(id: string, inspect: BindingsInspect): void {
-    this.asked.delete(id); // re-inserted last: the oldest entries are the ones to age out
-    const fixed = fixedBindings(inspect);
-    if (!fixed) return;
-    this.asked.set(id, fixed);
-    if (this.asked.size > maxRemembered) this.asked.delete(this.asked.keys().next().value as string);
+    this.keep(id, fixedBindings(inspect));
   }
 
   /** Learns from a started container's inspect, and remembers its bindings for its next start. */
   learn(id: string, inspect: BindingsInspect): void {
-    this.expansions = learnExpansions(this.expansions, inspect);
-    this.remember(id, inspect);
+    const fixed = fixedBindings(inspect);
+    this.expansions = learnFrom(this.expansions, fixed, inspect.NetworkSettings?.Ports);
+    this.keep(id, fixed);
+  }
+
+  private keep(id: string, fixed: FixedBindings | undefined): void {
+    this.asked.delete(id); // re-inserted last: the oldest entries are the ones to age out
+    if (!fixed) return;
+    this.asked.set(id, fixed);
+    if (this.asked.size > maxRemembered) this.asked.delete(this.asked.keys().next().value as string);
   }
 
   forget(id: string): void {

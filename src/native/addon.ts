@@ -74,10 +74,9 @@ function load(): NativeAddon | Error {
     const built = builtCandidates(import.meta.url).find((path) => existsSync(path));
     if (built !== undefined) return dlopen(built);
     const tag = platformTag();
-    const tried = addonCandidates(import.meta.url, tag);
-    const found = tried.find((path) => existsSync(path));
+    const found = prebuiltCandidates(import.meta.url, tag).find((path) => existsSync(path));
     if (found !== undefined) return dlopen(found);
-    return missing(`no ${addonFile} for ${tag} (looked in ${tried.join(', ')})`);
+    return missing(`no ${addonFile} for ${tag} (looked in ${addonCandidates(import.meta.url, tag).join(', ')})`);
   } catch (error) {
     return missing(error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error));
   }

@@ -1,5 +1,9 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 export interface Received {
   /** performance.now() of this process at arrival. */
@@ -10,8 +14,14 @@ export interface Received {
   readonly hostPorts: number[];
 }
 
-/** A vtunnel peer for benchmarks: stamps each PortMapping message on arrival. */
-export async function startReceiver(): Promise<{ port: number; messages: Received[]; close: () => Promise<void> }> {
+export interface Receiver {
+  readonly port: number;
+  readonly messages: Received[];
+  close(): Promise<void>;
+}
+
+/** A vtunnel peer for benchmarks, in this process: stamps each PortMapping message on arrival. */
+export async function startReceiver(onMessage?: (message: Received) => void): Promise<Receiver> {
   const messages: Received[] = [];
   const server = net.createServer((socket) => {
     let text = '';
@@ -22,7 +32,9 @@ export async function startReceiver(): Promise<{ port: number; messages: Receive
       const wallMs = performance.timeOrigin + at;
       const msg = JSON.parse(text) as { remove: boolean; ports: Record<string, { HostPort: string }[]> };
       const hostPorts = Object.values(msg.ports).flatMap((bindings) => bindings.map((b) => Number(b.HostPort)));
-      messages.push({ at, wallMs, remove: msg.remove, hostPorts });
+      const received = { at, wallMs, remove: msg.remove, hostPorts };
+      messages.push(received);
+      onMessage?.(received);
       socket.end();
     });
     socket.on('error', () => undefined);
@@ -33,5 +45,33 @@ export async function startReceiver(): Promise<{ port: number; messages: Receive
     port,
     messages,
     close: () => new Promise((resolve) => server.close(() => { resolve(); })),
+  };
+}
+
+/**
+ * The same peer in a process of its own (receiverMain.ts), as the real vtunnel peer is: its
+ * stamps do not wait for this process's own work (engine calls, the bench's event stream). Each
+ * message reaches `messages` a little later, with `at` on this process's clock.
+ */
+export async function startReceiverProcess(): Promise<Receiver> {
+  const main = fileURLToPath(new URL('receiverMain.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', main], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const messages: Received[] = [];
+  const lines = createInterface({ input: child.stdout });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (code) => { reject(new Error(`the receiver process exited (${String(code)}) before listening`)); });
+    lines.on('line', (line) => {
+      const value = JSON.parse(line) as { port: number } | Received;
+      if ('port' in value) resolve(value.port);
+      else messages.push({ ...value, at: value.wallMs - performance.timeOrigin });
+    });
+  });
+  return {
+    port,
+    messages,
+    close: async () => {
+      child.stdin.end();
+      if (child.exitCode === null) await once(child, 'exit');
+    },
   };
 }

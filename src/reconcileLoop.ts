@@ -3,7 +3,8 @@
  * host side's bindings): a pure reducer yields commands; effects feed their results back as
  * inputs; the rest are outputs, a value to emit, a log line or the end.
  */
-import { defer, filter, groupBy, ignoreElements, map, merge, mergeMap, Observable, observeOn, queueScheduler, scan, Subject, takeWhile, tap, type OperatorFunction } from 'rxjs';
+import { defer, filter, groupBy, ignoreElements, map, merge, mergeMap, Observable, scan, Subject, takeWhile, tap, type OperatorFunction } from 'rxjs';
+import { trampoline } from '../operators/trampoline.js';
 import { switchPerKey } from './switchPerKey.js';
 import type { Logger } from './log.js';
 
@@ -107,7 +108,7 @@ export interface KeyedLoop<I, C extends { readonly kind: string }, K extends C &
 
 /**
  * The loop the listener sink and the host side's bindings share: `inputs$` and what the effects
- * give back are folded one at a time (`queueScheduler`, so the reducer never re-enters itself);
+ * give back are folded one at a time (`trampoline`, so the reducer never re-enters itself);
  * each step's keyed commands run per key (`switchPerKey`), its other commands are outputs; the
  * `done` command ends the loop, and every effect still running with it.
  */
@@ -116,7 +117,7 @@ export function keyedLoop<I, C extends { readonly kind: string }, K extends C & 
     const feedback = new Subject<I>();
     const first: { readonly state: S; readonly commands: readonly C[] } = { state: loop.initial, commands: [] };
     return merge(feedback, inputs$).pipe(
-      observeOn(queueScheduler),
+      trampoline(),
       scan((step, input: I) => loop.reduce(step.state, input), first),
       tap((step) => loop.onState?.(step.state)),
       eachOf((step) => step.commands),

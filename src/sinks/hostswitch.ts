@@ -13,9 +13,7 @@ import {
   merge,
   mergeMap,
   type Observable,
-  observeOn,
   of,
-  queueScheduler,
   scan,
   startWith,
   endWith,
@@ -31,6 +29,7 @@ import {
 } from 'rxjs';
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
+import { trampoline } from '../../operators/trampoline.js';
 import type { PortDelta } from '../model.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import { classifyReply, exposeBody, forwarderPaths, parseForwarderList, unexposeBody } from './hostswitch/api.js';
@@ -156,7 +155,7 @@ function reconciled(deltas$: Observable<PortDelta>, run: Runner & { readonly req
       endWith<Input>({ type: 'stop' }),
     ),
     ticks$,
-  ).pipe(observeOn(queueScheduler));
+  ).pipe(trampoline());
   const seed: Step = { state: initialState(), commands: [] };
   return inputs$.pipe(
     scan((step: Step, input: Input) => reconcile(step.state, input, run.env), seed),

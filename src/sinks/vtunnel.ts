@@ -12,9 +12,7 @@ import {
   merge,
   mergeMap,
   type Observable,
-  observeOn,
   of,
-  queueScheduler,
   scan,
   Subject,
   switchMap,
@@ -24,6 +22,7 @@ import {
   type SchedulerLike,
 } from 'rxjs';
 import { moduleLogger, type Logger } from '../log.js';
+import { trampoline } from '../../operators/trampoline.js';
 import type { Forward } from '../model.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import type { Sink, SinkReport } from './sink.js';
@@ -96,7 +95,7 @@ export function retryDelay(attempt: number, backoff: VtunnelSinkOptions['backoff
  * The decisions are `reconcileVtunnel` (pure, vtunnelReconcile.ts), folded with `scan`; this
  * function only carries out its commands: the send of a round, the timers (one `switchMap` per
  * timer, so arming one again replaces it), logs and reports. What a round or timer gives back is
- * fed in again, one input at a time (`queueScheduler`), so the reducer never re-enters itself. A
+ * fed in again, one input at a time (`trampoline`), so the reducer never re-enters itself. A
  * throw in `send` or `connectAddrs` fails that round, which is reported and retried like any
  * failed write; a throw anywhere else (the logger, say) becomes the sink's error notification.
  */
@@ -116,7 +115,7 @@ export function vtunnelSink(opts: VtunnelSinkOptions): Sink {
       // The feedback first: a synchronous input's first round may answer before merge goes on.
       const inputs$ = merge(feedback, deltas$.pipe(map((delta): VtunnelInput => ({ kind: 'delta', delta })), endWith<VtunnelInput>({ kind: 'stop' })));
       return inputs$.pipe(
-        observeOn(queueScheduler),
+        trampoline(),
         scan((step: VtunnelStep, input: VtunnelInput) => reconcileVtunnel(step.state, input, config), { state: initialVtunnelState, commands: [] }),
         eachOf((step) => step.commands),
         groupBy((command) => (command.kind === 'timer' ? `timer:${command.timer}` : command.kind)),

@@ -187,7 +187,8 @@ function handle(client: DockerClient, event: DockerEvent, h: Handling): Observab
   if (removals.has(event.Action ?? '')) return of(remove(id));
   if (event.Action !== 'start') return EMPTY;
   const predicted = h.predictor.predict(id);
-  const confirmed = startInspect(client, id, h).pipe(
+  // Made when it is needed: for a predicted start, only after its ports have left.
+  const confirmed = (): Observable<SourceEvent> => startInspect(client, id, h).pipe(
     tap((c) => {
       h.predictor.learn(id, c);
     }),
@@ -203,7 +204,7 @@ function handle(client: DockerClient, event: DockerEvent, h: Handling): Observab
       return throwError(() => new Error(`cannot inspect container ${id.slice(0, 12)} after its start (${errorMessage(error)})`));
     }),
   );
-  if (!predicted) return confirmed;
+  if (!predicted) return confirmed();
   // Published now, from what it asked for at create; the inspect confirms it (then the diff
   // downstream sends nothing more) or corrects it.
   const first = portsFromInspect(id, predicted).forwards;
@@ -211,7 +212,7 @@ function handle(client: DockerClient, event: DockerEvent, h: Handling): Observab
     of(upsert(id, first)),
     h.confirmAfter().pipe(
       take(1),
-      concatMap(() => confirmed),
+      concatMap(confirmed),
       tap((e) => {
         if (e.type === 'upsert' && !sameForwards(first, e.forwards)) h.log.info({ container: id }, `container ${id.slice(0, 12)}: its ports differed from those predicted at its start; corrected`);
       }),

@@ -7,10 +7,12 @@ import {
   EMPTY,
   endWith,
   groupBy,
+  identity,
   ignoreElements,
   map,
   merge,
   mergeMap,
+  type MonoTypeOperatorFunction,
   type Observable,
   of,
   scan,
@@ -143,14 +145,20 @@ function roundRunner(opts: VtunnelSinkOptions, address: string, scheduler: Sched
   const send = opts.send ?? defaultSender(address, sendTimeoutMs);
   const connectAddrs = (): readonly ConnectAddr[] => (typeof opts.connectAddrs === 'function' ? opts.connectAddrs() : opts.connectAddrs);
 
+  // The built-in senders bound themselves, naming the peer that did not answer; a `send` given
+  // in the options is bounded here. One timer per message, not two, on the add path.
+  const bounded: MonoTypeOperatorFunction<never> =
+    opts.send === undefined
+      ? identity
+      : timeout({
+          first: sendTimeoutMs,
+          scheduler,
+          with: () => throwError(() => new Error(`no answer from the vtunnel peer within ${String(sendTimeoutMs)} ms`)),
+        });
   const sendPart = (remove: boolean, part: PortMappingPart): Observable<VtunnelInput> =>
     defer(() => send(part.line)).pipe(
       ignoreElements(),
-      timeout({
-        first: sendTimeoutMs,
-        scheduler,
-        with: () => throwError(() => new Error(`no answer from the vtunnel peer within ${String(sendTimeoutMs)} ms`)),
-      }),
+      bounded,
       endWith<VtunnelInput>({ kind: 'delivered', remove, forwards: part.forwards }),
     );
 

@@ -6,10 +6,15 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export interface Received {
-  /** performance.now() of this process at arrival. */
+  /**
+   * performance.now() of this process when the message was complete: at its newline, where the
+   * host side (ours, src/host/receiver.ts, and Rancher Desktop's) acts on it.
+   */
   readonly at: number;
-  /** Wall-clock ms at arrival, to sub-ms precision: comparable with an engine's timeNano / 1e6. */
+  /** The same instant in wall-clock ms, to sub-ms precision: comparable with an engine's timeNano / 1e6. */
   readonly wallMs: number;
+  /** Wall-clock ms when the agent's end of stream followed, one turn of its event loop later or more. */
+  readonly closedWallMs: number;
   readonly remove: boolean;
   readonly hostPorts: number[];
 }
@@ -20,19 +25,24 @@ export interface Receiver {
   close(): Promise<void>;
 }
 
-/** A vtunnel peer for benchmarks, in this process: stamps each PortMapping message on arrival. */
+/** A vtunnel peer for benchmarks, in this process: stamps each PortMapping message when its line is complete. */
 export async function startReceiver(onMessage?: (message: Received) => void): Promise<Receiver> {
   const messages: Received[] = [];
   const server = net.createServer((socket) => {
     let text = '';
+    let at: number | undefined;
     socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (at === undefined && chunk.includes('\n')) at = performance.now();
+    });
     socket.on('end', () => {
-      const at = performance.now();
+      const closed = performance.now();
+      at ??= closed; // no newline: complete only now
       const wallMs = performance.timeOrigin + at;
       const msg = JSON.parse(text) as { remove: boolean; ports: Record<string, { HostPort: string }[]> };
       const hostPorts = Object.values(msg.ports).flatMap((bindings) => bindings.map((b) => Number(b.HostPort)));
-      const received = { at, wallMs, remove: msg.remove, hostPorts };
+      const received = { at, wallMs, closedWallMs: performance.timeOrigin + closed, remove: msg.remove, hostPorts };
       messages.push(received);
       onMessage?.(received);
       socket.end();

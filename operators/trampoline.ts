@@ -12,9 +12,9 @@ type Pending<T> = { readonly kind: 'next'; readonly value: T } | { readonly kind
  * value: the reconcile loops pass every binding of a burst through here twice, and those actions
  * were a good part of the garbage a burst of 1,600 made.
  *
- *   source:   a----b|        a's delivery feeds x back in, synchronously
- *   feedback: x            (x arrives during a)
- *   out:      (ax)-b|      x waits for a to return, then goes before anything after it
+ *   source:   a----b|   a's delivery feeds x back in, synchronously
+ *   feedback: x         (x arrives during a)
+ *   out:      (ax)-b|   x waits for a to return, then goes before anything after it
  */
 export function trampoline<T>(): MonoTypeOperatorFunction<T> {
   return (source) =>

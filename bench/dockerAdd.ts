@@ -161,7 +161,7 @@ async function benchMode(mode: Mode, n: number): Promise<number> {
         name: `docker.add.${mode.name}.first`,
         value: round(first),
         unit: 'ms',
-        note: 'the first start after the agent connected, not in the figures above: nothing is known yet of how this engine expands host addresses, so it waits for its inspect, and its path runs for the first time',
+        note: 'the first start after the agent connected, not in the figures above: no container was running to learn from at connect, so nothing is known yet of how this engine expands host addresses; it waits for its inspect, and its path runs for the first time',
       });
     }
     report({

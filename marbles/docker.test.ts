@@ -15,6 +15,24 @@ import { fwd, marbles, recordingLogger } from './helpers.js';
 const backoff = { initialMs: 10, maxMs: 40, factor: 2, jitter: 0, stableMs: 100 };
 type Ev = typeof EVENTS_OPEN | DockerEvent;
 const O: typeof EVENTS_OPEN = EVENTS_OPEN;
+test('docker: the containers running at connect teach it, so the first start after connecting is published at once', marbles((h, scheduler) => {
+  const { cold, expectObservable } = h;
+  const running: DockerContainerSummary = { Id: 'c1', Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }, { IP: '::', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }] };
+  const unpublished: DockerContainerSummary = { Id: 'c0', Ports: [{ PrivatePort: 53, Type: 'udp' }] };
+  const { inspect, calls } = inspects({
+    c1: [cold('-i|', { i: asStarted('c1', 8080) })],
+    c2: [cold('-i|', { i: asCreated('c2', 9090) }), cold('-i|', { i: asStarted('c2', 9090) })],
+  });
+  const client = scripted([cold<Ev>('O---a-b', { O, a: ev('create', 'c2'), b: ev('start', 'c2') })], [cold('l|', { l: [unpublished, running] })], inspect);
+  // c1's inspect (1 → 2) teaches how "" expands; c2's start (6) is published at once and confirmed at 8
+  const stream = dockerEvents(client, { backoff, scheduler, logger: recordingLogger().log, confirmAfter: () => cold('-x') });
+  const listed = snapshot([['c0', []], ['c1', [fwd(8080, { owner: 'c1', containerPort: 80 }), fwd(8080, { owner: 'c1', hostIp: '::', containerPort: 80 })]]]);
+  expectObservable(stream, '^ 20ms !').toBe('l-----p-q', { l: listed, p: published('c2', 9090), q: published('c2', 9090) });
+  h.flush();
+  // c0 publishes nothing, so it is not read
+  assert.deepEqual(Object.fromEntries(calls), { c1: 1, c2: 2 });
+}));
+
 const ev = (Action: string, id: string): DockerEvent => ({ Type: 'container', Action, Actor: { ID: id } });
 
 const web: DockerContainerSummary = { Id: 'c1', Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }] };
@@ -79,18 +97,19 @@ test('docker: opens events first, snapshots the list, then follows start and die
 
 test('docker: stop and destroy remove without inspecting; other event types are ignored', marbles((h, scheduler) => {
   const { cold, expectObservable } = h;
-  let inspected = 0;
+  const inspected: string[] = [];
   const client = scripted(
-    [cold<Ev>('O-abc', { O, a: ev('stop', 'c1'), b: { Type: 'image', Action: 'start', Actor: { ID: 'i' } }, c: ev('destroy', 'c1') })],
+    [cold<Ev>('O-abc', { O, a: ev('stop', 'c2'), b: { Type: 'image', Action: 'start', Actor: { ID: 'i' } }, c: ev('destroy', 'c2') })],
     [cold('l|', { l: [web] })],
-    () => {
-      inspected++;
+    (id) => {
+      inspected.push(id);
       return cold('|');
     },
   );
-  expectObservable(run(client, scheduler), '^ 10ms !').toBe('s-x-x', values);
+  expectObservable(run(client, scheduler), '^ 10ms !').toBe('s-r-r', values);
   h.flush();
-  assert.equal(inspected, 0);
+  // c1 only, the running container read once at connect to learn from (learnFromRunning)
+  assert.deepEqual(inspected, ['c1']);
 }));
 
 test('docker: a dropped event stream reconnects with back-off and re-lists', marbles((h, scheduler) => {

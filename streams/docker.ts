@@ -9,6 +9,7 @@ import {
   defer,
   EMPTY,
   filter,
+  from,
   ignoreElements,
   map,
   merge,
@@ -17,6 +18,8 @@ import {
   of,
   ReplaySubject,
   share,
+  Subject,
+  switchMap,
   take,
   tap,
   throwError,
@@ -115,7 +118,7 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
   let connected = false;
   return defer(() => {
     // per connection: a restarted engine may expand host IPs differently
-    const handling: Handling = { log, bounded, predictor: new StartPredictor(), creating: new Map(), confirmAfter };
+    const handling: Handling = { log, bounded, predictor: new StartPredictor(), creating: new Map(), confirmAfter, listed: new Subject() };
     return client.events().pipe(
       bounded('the event stream'), // to open; events themselves may be hours apart
       concatWith(throwError(() => new Error('the event stream ended'))),
@@ -127,9 +130,11 @@ export function dockerEvents(client: DockerClient, opts: DockerStreamOptions = {
               if (!connected) log.info('connected to the Docker engine; listing containers');
               connected = true;
               opts.connection?.connected();
-              return listAll(client, log, bounded);
+              return listAll(client, handling);
             }),
           ),
+          // what the containers already running say about this engine, read after each list
+          handling.listed.pipe(switchMap((containers) => learnFromRunning(client, containers, handling))),
           // beside the ordered handling, so that a create's inspect never holds up another start
           events.pipe(
             filter((event): event is DockerEvent => event !== EVENTS_OPEN && event.Action === 'create'),
@@ -160,12 +165,41 @@ function boundedBy(ms: number, scheduler: SchedulerLike): Bound {
     timeout({ first: ms, scheduler, with: () => throwError(() => new Error(`no answer to ${what} within ${String(ms)} ms`)) });
 }
 
-function listAll(client: DockerClient, log: Logger, bounded: Bound): Observable<SourceEvent> {
+function listAll(client: DockerClient, h: Handling): Observable<SourceEvent> {
   return client.listContainers().pipe(
-    bounded('the container list'),
-    map((containers) =>
-      snapshot(containers.map((c) => [c.Id, logProblems(log, c.Id, portsFromList(c.Id, c.Ports))] as const)),
+    h.bounded('the container list'),
+    tap((containers) => {
+      h.listed.next(containers);
+    }),
+    map((containers) => snapshot(containers.map((c) => [c.Id, logProblems(h.log, c.Id, portsFromList(c.Id, c.Ports))] as const))),
+  );
+}
+
+/** How many of the containers running at connect are inspected to learn from. */
+const learnedAtConnect = 4;
+
+/**
+ * Learns from a few containers already running how this engine expands the host IPs they asked
+ * for, so that the first start after connecting is published at its event too, and a restart of
+ * any of them. Beside the ordered handling, one inspect after another; a failure only means that
+ * less is learned.
+ */
+function learnFromRunning(client: DockerClient, containers: readonly DockerContainerSummary[], h: Handling): Observable<never> {
+  const published = containers.filter((c) => c.Ports?.some((p) => p.PublicPort !== undefined) === true).slice(0, learnedAtConnect);
+  return from(published).pipe(
+    concatMap((c) =>
+      client.inspect(c.Id).pipe(
+        h.bounded(`the inspect of running container ${c.Id.slice(0, 12)}`),
+        tap((inspect) => {
+          h.predictor.learn(c.Id, inspect);
+        }),
+        catchError((error: unknown) => {
+          h.log.debug({ container: c.Id }, `cannot inspect running container ${c.Id.slice(0, 12)} to learn from (${errorMessage(error)})`);
+          return EMPTY;
+        }),
+      ),
     ),
+    ignoreElements(),
   );
 }
 
@@ -177,6 +211,8 @@ interface Handling {
   /** The inspects of new containers still on their way, by container. */
   readonly creating: Map<string, Observable<DockerContainerInspect>>;
   readonly confirmAfter: () => Observable<unknown>;
+  /** Each container list, for `learnFromRunning`. */
+  readonly listed: Subject<readonly DockerContainerSummary[]>;
 }
 
 function handle(client: DockerClient, event: DockerEvent, h: Handling): Observable<SourceEvent> {

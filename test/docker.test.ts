@@ -321,6 +321,29 @@ engineTest('kill -9 of dockerd while containers run, then a restart: the view eq
   );
 });
 
+engineTest('predicted starts: a container already running when the stream connects teaches it, so the first start after connecting is published at once', opts, async (t) => {
+  const { ipv6 } = await dockerReady();
+  const containers = new TestContainers();
+  t.after(() => containers.removeAll());
+  const running = await containers.run('-p', '18220:80', busyboxImage, 'sleep', '600');
+  const events: SourceEvent[] = [];
+  const sub = dockerEvents(dockerodeClient({ logger: log }), { logger: log }).subscribe((e) => events.push(e));
+  t.after(() => { sub.unsubscribe(); });
+  await waitFor(() => events.some((e) => e.type === 'snapshot' && e.owners.has(running)), 15_000, 'the snapshot with the running container');
+  await sleep(300); // its inspect, read beside the snapshot
+  const upserts = (id: string): string[] =>
+    events.flatMap((e) => (e.type === 'upsert' && e.owner === id ? [e.forwards.map((f) => portKey(f)).sort().join(' ')] : []));
+
+  const first = (await docker('create', '--label', testLabel, '-p', '18221:80', busyboxImage, 'sleep', '600')).trim();
+  containers.ids.push(first);
+  await sleep(500);
+  await docker('start', first);
+  const want = wildcardKeys('tcp', [18221], ipv6).sort().join(' ');
+  // two publications: the prediction at the start event, then the inspect agreeing
+  await waitFor(() => upserts(first).length >= 2, 10_000, () => `a predicted and a confirmed publication; got ${JSON.stringify(upserts(first))}`);
+  assert.deepEqual(upserts(first), [want, want]);
+});
+
 engineTest('predicted starts: a container created, then started, and restarted is published at each start from what it asked for, and its inspect agrees', opts, async (t) => {
   const { ipv6 } = await dockerReady();
   const containers = new TestContainers();

@@ -141,37 +141,7 @@ async function benchMode(mode: Mode, n: number): Promise<number> {
       }
       await sleep(120); // past the coalescing window, so each start is a lone change
     }
-    const floor = mode.name === 'floor';
-    const note = floor
-      ? 'the same path for a Node process that only forwards each start event as a message (floorAgent.ts): what this machine allows today'
-      : `timeNano of the start event → the vtunnel peer has the message; real dockerd, agent process ${mode.name === 'compiled' ? 'from dist/' : 'under tsx'}`;
-    const p50 = percentile(latencies, 50);
-    report({ name: `docker.add.${mode.name}.p50`, value: round(p50), unit: 'ms', samples: latencies.length, ...(!floor && { target: '<= 2 ms' }), note });
-    report({ name: `docker.add.${mode.name}.p99`, value: round(percentile(latencies, 99)), unit: 'ms', samples: latencies.length, ...(!floor && { target: '<= 5 ms' }) });
-    report({ name: `docker.add.${mode.name}.max`, value: round(Math.max(...latencies)), unit: 'ms', samples: latencies.length });
-    report({
-      name: `docker.add.${mode.name}.closed.p99`,
-      value: round(percentile(closes, 99)),
-      unit: 'ms',
-      samples: closes.length,
-      note: "the same, to the agent's end of stream: its FIN goes out a turn of its event loop after the line",
-    });
-    if (first !== undefined && !floor) {
-      report({
-        name: `docker.add.${mode.name}.first`,
-        value: round(first),
-        unit: 'ms',
-        note: 'the first start after the agent connected, not in the figures above: no container was running to learn from at connect, so nothing is known yet of how this engine expands host addresses; it waits for its inspect, and its path runs for the first time',
-      });
-    }
-    report({
-      name: `docker.add.${mode.name}.event_delivery.p50`,
-      value: round(percentile(delivered, 50)),
-      unit: 'ms',
-      samples: delivered.length,
-      note: "timeNano → the start event reaches this bench's own event stream: the engine's part, which no agent can cut (it grows with the machine's load)",
-    });
-    return p50;
+    return reportMode(mode, { latencies, closes, first, delivered });
   } finally {
     events.destroy();
     agent.kill('SIGTERM');
@@ -179,4 +149,47 @@ async function benchMode(mode: Mode, n: number): Promise<number> {
     await removeTestContainers();
     await receiver.close();
   }
+}
+
+/** What one mode's run measured, in ms. */
+interface Samples {
+  readonly latencies: readonly number[];
+  readonly closes: readonly number[];
+  readonly first: number | undefined;
+  readonly delivered: readonly number[];
+}
+
+/** Reports one mode's figures and gives back its median. */
+function reportMode(mode: Mode, { latencies, closes, first, delivered }: Samples): number {
+  const floor = mode.name === 'floor';
+  const note = floor
+    ? 'the same path for a Node process that only forwards each start event as a message (floorAgent.ts): what this machine allows today'
+    : `timeNano of the start event → the vtunnel peer has the message; real dockerd, agent process ${mode.name === 'compiled' ? 'from dist/' : 'under tsx'}`;
+  const p50 = percentile(latencies, 50);
+  report({ name: `docker.add.${mode.name}.p50`, value: round(p50), unit: 'ms', samples: latencies.length, ...(!floor && { target: '<= 2 ms' }), note });
+  report({ name: `docker.add.${mode.name}.p99`, value: round(percentile(latencies, 99)), unit: 'ms', samples: latencies.length, ...(!floor && { target: '<= 5 ms' }) });
+  report({ name: `docker.add.${mode.name}.max`, value: round(Math.max(...latencies)), unit: 'ms', samples: latencies.length });
+  report({
+    name: `docker.add.${mode.name}.closed.p99`,
+    value: round(percentile(closes, 99)),
+    unit: 'ms',
+    samples: closes.length,
+    note: "the same, to the agent's end of stream: its FIN goes out a turn of its event loop after the line",
+  });
+  if (first !== undefined && !floor) {
+    report({
+      name: `docker.add.${mode.name}.first`,
+      value: round(first),
+      unit: 'ms',
+      note: 'the first start after the agent connected, not in the figures above: no container was running to learn from at connect, so nothing is known yet of how this engine expands host addresses; it waits for its inspect, and its path runs for the first time',
+    });
+  }
+  report({
+    name: `docker.add.${mode.name}.event_delivery.p50`,
+    value: round(percentile(delivered, 50)),
+    unit: 'ms',
+    samples: delivered.length,
+    note: "timeNano → the start event reaches this bench's own event stream: the engine's part, which no agent can cut (it grows with the machine's load)",
+  });
+  return p50;
 }

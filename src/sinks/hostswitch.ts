@@ -7,7 +7,6 @@ import {
   filter,
   finalize,
   from,
-  ignoreElements,
   interval,
   map,
   merge,
@@ -20,7 +19,6 @@ import {
   Subject,
   take,
   takeUntil,
-  tap,
   throwError,
   throwIfEmpty,
   timeout,
@@ -30,6 +28,7 @@ import {
 import { errorMessage } from '../errors.js';
 import { moduleLogger, type Logger } from '../log.js';
 import { trampoline } from '../../operators/trampoline.js';
+import { eachOf, feedInto } from '../reconcileLoop.js';
 import type { PortDelta } from '../model.js';
 import { jitteredDelay, type Backoff } from '../backoff.js';
 import { classifyReply, exposeBody, forwarderPaths, parseForwarderList, unexposeBody } from './hostswitch/api.js';
@@ -159,20 +158,13 @@ function reconciled(deltas$: Observable<PortDelta>, run: Runner & { readonly req
   const seed: Step = { state: initialState(), commands: [] };
   return inputs$.pipe(
     scan((step: Step, input: Input) => reconcile(step.state, input, run.env), seed),
-    mergeMap((step) => step.commands),
+    eachOf((step) => step.commands),
     connect((commands$) => {
       const done$ = commands$.pipe(filter((c) => c.type === 'done'));
       const cancelList$ = commands$.pipe(filter((c) => c.type === 'cancelList'));
-      const back = (input$: Observable<Input>): Observable<never> =>
-        input$.pipe(
-          tap((input) => {
-            feedback.next(input);
-          }),
-          ignoreElements(),
-        );
       return merge(
-        back(commands$.pipe(mergeMap((c) => requestFor(c, run, cancelList$), run.env.concurrency + 1))),
-        back(commands$.pipe(mergeMap((c) => timerFor(c, run.scheduler)))),
+        commands$.pipe(mergeMap((c) => requestFor(c, run, cancelList$), run.env.concurrency + 1), feedInto(feedback)),
+        commands$.pipe(mergeMap((c) => timerFor(c, run.scheduler)), feedInto(feedback)),
         commands$.pipe(mergeMap((c) => effectOf(c, run.log))),
       ).pipe(takeUntil(done$));
     }),
